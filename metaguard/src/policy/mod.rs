@@ -1,0 +1,1 @@
+//! Policy model (filled in next).

@@ -1,0 +1,2 @@
+//! Thin, host-specific helpers around kernel interfaces (cgroupfs, stat, ioctls).
+pub mod cgroup;

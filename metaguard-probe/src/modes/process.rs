@@ -1,0 +1,193 @@
+//! Process modes: fork (child runs a network mode without exec) and exec
+//! (child execs another program). The parent relays output and exit code.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+
+use crate::args::Opts;
+use crate::errnames::{errno_name, last_errno};
+use crate::json::{Outcome, EXIT_ERROR};
+use crate::modes::{run_network, Report};
+
+fn pipe() -> Result<(RawFd, RawFd), i32> {
+    let mut fds = [0 as RawFd; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(last_errno());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+fn write_fd(fd: RawFd, data: &[u8]) {
+    let mut off = 0;
+    while off < data.len() {
+        let r = unsafe {
+            libc::write(
+                fd,
+                data[off..].as_ptr() as *const libc::c_void,
+                data.len() - off,
+            )
+        };
+        if r < 0 {
+            if last_errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        off += r as usize;
+    }
+}
+
+/// Read until EOF; if `copy_to` is given, copy everything there as it arrives.
+fn drain(fd: RawFd, copy_to: Option<RawFd>) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if r < 0 {
+            if last_errno() == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        if r == 0 {
+            break;
+        }
+        let chunk = &buf[..r as usize];
+        if let Some(out) = copy_to {
+            write_fd(out, chunk);
+        } else {
+            all.extend_from_slice(chunk);
+        }
+    }
+    unsafe { libc::close(fd) };
+    all
+}
+
+/// waitpid; returns the exit code (128+signal for a signalled child) and a description.
+fn wait_child(pid: libc::pid_t) -> (i32, String) {
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 {
+            let e = last_errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return (EXIT_ERROR, format!("waitpid: {}", errno_name(e)));
+        }
+        break;
+    }
+    if libc::WIFEXITED(status) {
+        let c = libc::WEXITSTATUS(status);
+        (c, format!("child {pid} exited with {c}"))
+    } else if libc::WIFSIGNALED(status) {
+        let s = libc::WTERMSIG(status);
+        (128 + s, format!("child {pid} killed by signal {s}"))
+    } else {
+        (
+            EXIT_ERROR,
+            format!("child {pid} ended with status {status:#x}"),
+        )
+    }
+}
+
+/// `fork ... --then MODE`: the child runs MODE in-process (no exec).
+pub fn fork_then(o: &Opts) -> Report {
+    let mut child_opts = o.clone();
+    child_opts.mode = o.then.clone().unwrap_or_default();
+    let (rd, wr) = match pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            return Report::Outcome(Outcome::fail("fork", e, format!("pipe: {}", errno_name(e))))
+        }
+    };
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = last_errno();
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+        return Report::Outcome(Outcome::fail("fork", e, format!("fork: {}", errno_name(e))));
+    }
+    if pid == 0 {
+        unsafe { libc::close(rd) };
+        let out = run_network(&child_opts);
+        let line = format!("{}\n", out.to_json());
+        write_fd(wr, line.as_bytes());
+        unsafe { libc::_exit(out.exit) };
+    }
+    unsafe { libc::close(wr) };
+    let data = drain(rd, None);
+    let (code, how) = wait_child(pid);
+    let text = String::from_utf8_lossy(&data);
+    match text.lines().find(|l| !l.trim().is_empty()) {
+        Some(line) => Report::Relay(line.to_string(), code),
+        None => {
+            let mut out = Outcome::other(
+                &child_opts.mode,
+                "child_failed",
+                format!("{how} without a result"),
+            );
+            out.pid = pid;
+            Report::Outcome(out)
+        }
+    }
+}
+
+/// `exec ... --exec PATH ARGS...`: the child execs PATH; its stdout is copied through.
+pub fn fork_exec(o: &Opts) -> Report {
+    let argv_c: Result<Vec<CString>, _> = o.exec.iter().map(|a| CString::new(a.as_str())).collect();
+    let argv_c = match argv_c {
+        Ok(v) => v,
+        Err(_) => {
+            return Report::Outcome(Outcome::other(
+                "exec",
+                "usage",
+                "argument contains a NUL byte",
+            ))
+        }
+    };
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+
+    let (rd, wr) = match pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            return Report::Outcome(Outcome::fail("exec", e, format!("pipe: {}", errno_name(e))))
+        }
+    };
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = last_errno();
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+        return Report::Outcome(Outcome::fail("exec", e, format!("fork: {}", errno_name(e))));
+    }
+    if pid == 0 {
+        unsafe {
+            libc::close(rd);
+            libc::dup2(wr, 1); // dup2 clears O_CLOEXEC on fd 1
+            libc::close(wr);
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::execvp(argv[0], argv.as_ptr());
+        }
+        let e = last_errno();
+        let out = Outcome::fail(
+            "exec",
+            e,
+            format!("execvp({:?}): {}", o.exec[0], errno_name(e)),
+        );
+        write_fd(1, format!("{}\n", out.to_json()).as_bytes());
+        unsafe { libc::_exit(out.exit) };
+    }
+    unsafe { libc::close(wr) };
+    drain(rd, Some(1));
+    let (code, how) = wait_child(pid);
+    if code >= 128 {
+        eprintln!("metaguard-probe: exec: {how}");
+    }
+    Report::Passed(code)
+}

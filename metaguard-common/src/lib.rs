@@ -1,1 +1,35 @@
+//! Types and decision logic shared by metaguard's kernel programs and its
+//! daemon. Everything here is `no_std`, allocation-free and runs unchanged in
+//! the eBPF programs and in host unit tests.
+//!
+//! - [`addr`]: how destinations are keyed (IPv4 as IPv4-mapped IPv6).
+//! - [`ruleset`]: the bitset of allow rules that every lookup returns.
+//! - [`maps`]: key and value layouts of the maps the daemon fills.
+//! - [`decide`]: the verdict from what the lookups found.
+//! - [`event`]: the record the kernel sends for each decision.
+//! - [`offsets`]: kernel struct offsets the daemon reads from BTF.
 #![no_std]
+
+pub mod addr;
+pub mod decide;
+pub mod event;
+pub mod maps;
+pub mod offsets;
+pub mod ruleset;
+
+#[cfg(feature = "user")]
+mod pod {
+    //! The daemon copies these types into maps and globals as plain bytes.
+    use crate::{event::Event, maps::*, offsets::KernelOffsets, ruleset::RuleSet};
+    unsafe impl aya::Pod for RuleSet {}
+    unsafe impl aya::Pod for PrefixInfo {}
+    unsafe impl aya::Pod for PortKey {}
+    unsafe impl aya::Pod for Protected {}
+    unsafe impl aya::Pod for ExeKey {}
+    unsafe impl aya::Pod for ExeEntry {}
+    unsafe impl aya::Pod for SubjectEntry {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for SockTag {}
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for Event {}
+}

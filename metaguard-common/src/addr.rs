@@ -1,0 +1,87 @@
+//! Destination keys. Every destination is looked up as a 16-byte IPv6
+//! address; IPv4 addresses are stored and looked up in their IPv4-mapped form
+//! (`::ffff:a.b.c.d`). One key space means a dual-stack socket connecting to
+//! `::ffff:169.254.169.254` hits the same entry as a plain IPv4 connect, and
+//! the protected set needs only one LPM trie.
+
+/// Prefix length of a full IPv6 key.
+pub const KEY_BITS: u32 = 128;
+/// An IPv4 prefix of length `n` covers `96 + n` bits of the mapped key.
+pub const V4_MAPPED_PREFIX_BITS: u32 = 96;
+
+/// Key for an IPv4 address given in network byte order as found in kernel
+/// contexts (`user_ip4`, the IP header's daddr) read as a native `u32`.
+#[inline(always)]
+pub fn key_from_v4_raw(raw_be: u32) -> [u8; 16] {
+    key_from_v4_octets(raw_be.to_ne_bytes())
+}
+
+#[inline(always)]
+pub fn key_from_v4_octets(o: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
+    ]
+}
+
+/// Key for an IPv6 address given as four `u32` words in network byte order
+/// read natively (`user_ip6`). Mapped addresses need no special case: they
+/// already are the mapped key.
+#[inline(always)]
+pub fn key_from_v6_raw(words_be: [u32; 4]) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words_be[i].to_ne_bytes();
+        k[i * 4] = b[0];
+        k[i * 4 + 1] = b[1];
+        k[i * 4 + 2] = b[2];
+        k[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    k
+}
+
+/// True when the key is an IPv4-mapped address.
+#[inline(always)]
+pub fn is_v4_mapped(k: &[u8; 16]) -> bool {
+    k[..10] == [0; 10] && k[10] == 0xff && k[11] == 0xff
+}
+
+/// Port from a context's `user_port`, which holds the port in network byte
+/// order in its low 16 bits.
+#[inline(always)]
+pub fn port_from_user_port(user_port: u32) -> u16 {
+    u16::from_be(user_port as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_and_mapped_v6_give_the_same_key() {
+        // 169.254.169.254 as the kernel stores it: network order in memory.
+        let raw = u32::from_ne_bytes([169, 254, 169, 254]);
+        let v4 = key_from_v4_raw(raw);
+        let mapped: [u8; 16] = "::ffff:169.254.169.254"
+            .parse::<core::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let words =
+            [0, 1, 2, 3].map(|i| u32::from_ne_bytes(mapped[i * 4..i * 4 + 4].try_into().unwrap()));
+        assert_eq!(v4, mapped);
+        assert_eq!(key_from_v6_raw(words), mapped);
+        assert!(is_v4_mapped(&v4));
+        let v6: [u8; 16] = "fd00:ec2::254"
+            .parse::<core::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        assert!(!is_v4_mapped(&v6));
+    }
+
+    #[test]
+    fn user_port_is_network_order() {
+        assert_eq!(port_from_user_port(u16::to_be(80) as u32), 80);
+        assert_eq!(port_from_user_port(u16::to_be(8080) as u32), 8080);
+    }
+}

@@ -1,0 +1,138 @@
+//! Layouts of the maps the daemon fills and the kernel programs read.
+//!
+//! Protected destinations take two lookups: `PREFIXES` (LPM trie over the
+//! 16-byte key of [`crate::addr`]) gives the *prefix set* an address falls in,
+//! then `PORTS` gives what is protected on that set at a port (or at any port,
+//! [`PORT_ANY`]). Unprotected traffic stops after the first lookup misses.
+//!
+//! Identity lookups (`EXES`, `UIDS`, `GIDS`, `CGROUPS`) each give the
+//! [`RuleSet`] of allow rules that identity satisfies.
+use crate::ruleset::RuleSet;
+
+/// Map names, shared so the daemon finds what the programs declare.
+pub mod names {
+    pub const PREFIXES: &str = "PREFIXES";
+    pub const PORTS: &str = "PORTS";
+    pub const EXES: &str = "EXES";
+    pub const UIDS: &str = "UIDS";
+    pub const GIDS: &str = "GIDS";
+    pub const CGROUPS: &str = "CGROUPS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const EVENTS: &str = "EVENTS";
+    pub const LOST: &str = "LOST";
+    pub const SOCK_TAGS: &str = "SOCK_TAGS";
+    pub const OFFSETS: &str = "OFFSETS";
+}
+
+/// Capacities; the daemon checks a policy against them before loading.
+pub const MAX_PREFIXES: u32 = 4096;
+pub const MAX_PORT_ENTRIES: u32 = 16384;
+pub const MAX_EXES: u32 = 4096;
+pub const MAX_SUBJECTS: u32 = 4096;
+/// Deepest cgroup level a rule may name (root = 0).
+pub const MAX_CGROUP_LEVEL: u32 = 31;
+
+/// `PortKey::port` value meaning "every port" (port 0 is never a destination).
+pub const PORT_ANY: u32 = 0;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixInfo {
+    /// Prefix set id (the key of `PORTS` entries).
+    pub set: u32,
+    /// An endpoint of the set, named when the port cannot be read (fragments,
+    /// unknown IPv6 extension headers): such packets count as protected.
+    pub endpoint: u32,
+    /// `PROTECTED_AUDIT` when every endpoint of the set is in audit mode.
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortKey {
+    pub set: u32,
+    pub port: u32,
+}
+
+/// `Protected::flags`: decide and report, block nothing.
+pub const PROTECTED_AUDIT: u32 = 1;
+
+/// What is protected at a destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Protected {
+    /// Index of the endpoint reported in events.
+    pub endpoint: u32,
+    pub flags: u32,
+    /// Rules that allow this destination.
+    pub rules: RuleSet,
+}
+
+/// An executable as the kernel knows the running image: inode number and the
+/// superblock's device (kernel encoding, `MAJOR << 20 | MINOR`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExeKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// `ExeEntry::flags`: `generation` is known and must match (inode numbers are
+/// reused; the generation tells a new file from an old one).
+pub const EXE_CHECK_GENERATION: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExeEntry {
+    pub generation: u32,
+    pub flags: u32,
+    pub rules: RuleSet,
+}
+
+/// Value of the uid, gid and cgroup maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubjectEntry {
+    /// Non-zero: this uid / cgroup is named in `[guard]`.
+    pub guard: u32,
+    pub _pad: u32,
+    pub rules: RuleSet,
+}
+
+/// `Config::flags`.
+pub const CONFIG_ENFORCE: u32 = 1;
+/// No `[guard]` selectors: every process is guarded.
+pub const CONFIG_GUARD_ALL: u32 = 2;
+
+/// The single entry of the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub flags: u32,
+    /// Bit `n` set: some rule or guard names a cgroup at level `n`, so the
+    /// programs look up the caller's ancestor at that level.
+    pub cgroup_levels: u32,
+    /// Counts policy loads; tags record it.
+    pub generation: u32,
+    pub _pad: u32,
+    /// Rules that do not constrain the executable (resp. users, groups,
+    /// cgroups): they pass that selector whatever the caller is.
+    pub any_exe: RuleSet,
+    pub any_uid: RuleSet,
+    pub any_gid: RuleSet,
+    pub any_cgroup: RuleSet,
+}
+
+/// Socket-local tag written when a connect or sendmsg decision lets a socket
+/// reach a protected destination. The egress backstop passes packets to
+/// protected destinations only from sockets tagged for that destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockTag {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub hook: u8,
+    pub action: u8,
+    pub generation: u32,
+}

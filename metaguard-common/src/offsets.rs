@@ -1,0 +1,27 @@
+//! Byte offsets of the kernel struct fields the programs read to identify the
+//! running executable. Rust eBPF code gets no CO-RE relocations, so the daemon
+//! reads these from the kernel's BTF at load time and sets them as a global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.f_path.dentry`
+    pub file_dentry: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `inode.i_generation`
+    pub inode_generation: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// `dentry.d_name.name`
+    pub dentry_name: u32,
+    /// Non-zero once filled in by the daemon; programs refuse to guess.
+    pub valid: u32,
+}

@@ -1,0 +1,175 @@
+//! The egress backstop (cgroup_skb): packets to protected destinations pass
+//! only from sockets a connect or sendmsg decision allowed. Raw IP sockets and
+//! NAT rewrites of an innocent destination never reach a connect hook; they
+//! end here. Anything that cannot be parsed but goes to a protected address is
+//! treated as protected.
+use aya_ebpf::{
+    bindings::bpf_sock,
+    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get, bpf_skb_cgroup_id},
+    programs::SkBuffContext,
+};
+use metaguard_common::{
+    addr,
+    decide::{self, Action, Reason},
+    event::{Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, NONE_U16},
+    maps::{Config, Protected, SockTag, PROTECTED_AUDIT},
+};
+
+use crate::{
+    emit::emit,
+    guard::protected_at,
+    identity::cgroup_match,
+    maps::{prefix_key, CONFIG, PREFIXES, SOCK_TAGS, UIDS},
+};
+
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+struct Dest {
+    key: [u8; 16],
+    port: Option<u16>,
+    protocol: u8,
+}
+
+#[inline(always)]
+pub fn check(ctx: &SkBuffContext) -> i32 {
+    let Some(d) = parse(ctx) else {
+        return PASS; // Not IP: no protected destination to reach.
+    };
+    let Some(info) = PREFIXES.get(&prefix_key(d.key)) else {
+        return PASS;
+    };
+    let (endpoint, audit_only) = match d.port {
+        Some(port) => match protected_at(d.key, port) {
+            Some(p) => (p.endpoint, p.flags & PROTECTED_AUDIT != 0),
+            None => return PASS,
+        },
+        None => (info.endpoint, info.flags & PROTECTED_AUDIT != 0),
+    };
+    let Some(cfg) = CONFIG.get(0) else {
+        return DROP;
+    };
+    let skb = ctx.skb.skb;
+    let uid = ctx.skb.get_socket_uid();
+    let cg = cgroup_match(cfg, Some(skb));
+    if !decide::is_guarded(cfg, unsafe { UIDS.get(&uid) }, cg.guard) {
+        return PASS;
+    }
+    let reason = match socket_tag(ctx) {
+        None => Reason::NoSocket,
+        Some(Some(t)) if t.addr == d.key && d.port.is_none_or(|p| p == t.port) => return PASS,
+        Some(_) => Reason::Untagged,
+    };
+    let dest = Protected {
+        endpoint,
+        flags: if audit_only { PROTECTED_AUDIT } else { 0 },
+        ..Default::default()
+    };
+    let action = decide::refusal(cfg, &dest);
+    report(ctx, cfg, &d, endpoint, uid, action, reason);
+    if action == Action::Deny {
+        DROP
+    } else {
+        PASS
+    }
+}
+
+/// The tag of the packet's socket; `None` when the packet has no full socket.
+#[inline(always)]
+fn socket_tag(ctx: &SkBuffContext) -> Option<Option<SockTag>> {
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return None;
+    }
+    let map = core::ptr::addr_of!(SOCK_TAGS) as *mut core::ffi::c_void;
+    let tag = unsafe { bpf_sk_storage_get(map, full as *mut _, core::ptr::null_mut(), 0) }
+        as *const SockTag;
+    Some(if tag.is_null() {
+        None
+    } else {
+        Some(unsafe { *tag })
+    })
+}
+
+#[inline(always)]
+fn report(
+    ctx: &SkBuffContext,
+    cfg: &Config,
+    d: &Dest,
+    endpoint: u32,
+    uid: u32,
+    action: Action,
+    reason: Reason,
+) {
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    emit(|ev| {
+        ev.cgroup_id = cgroup_id;
+        ev.uid = uid;
+        ev.gid = u32::MAX;
+        ev.rule = NONE_U16;
+        ev.endpoint = endpoint as u16;
+        ev.dport = d.port.unwrap_or(0);
+        ev.protocol = d.protocol as u16;
+        ev.action = action as u8;
+        ev.reason = reason as u8;
+        ev.hook = Hook::Egress as u8;
+        ev.flags = EVENT_NO_EXE | EVENT_NO_TASK | if d.port.is_none() { EVENT_NO_PORT } else { 0 };
+        ev.policy_generation = cfg.generation;
+        ev.daddr = d.key;
+    });
+}
+
+/// Destination of an IP packet; the port only where it can be read for sure.
+#[inline(always)]
+fn parse(ctx: &SkBuffContext) -> Option<Dest> {
+    let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    if proto == ETH_P_IP {
+        let h: [u8; 20] = ctx.load(0).ok()?;
+        let ihl = ((h[0] & 0x0f) as usize) * 4;
+        let frag_off = (((h[6] & 0x1f) as u16) << 8) | h[7] as u16;
+        let key = addr::key_from_v4_octets([h[16], h[17], h[18], h[19]]);
+        let port = if frag_off == 0 && (h[9] == IPPROTO_TCP || h[9] == IPPROTO_UDP) && ihl >= 20 {
+            dport_at(ctx, ihl)
+        } else {
+            None
+        };
+        Some(Dest {
+            key,
+            port,
+            protocol: h[9],
+        })
+    } else if proto == ETH_P_IPV6 {
+        let h: [u8; 40] = ctx.load(0).ok()?;
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&h[24..40]);
+        let port = if h[6] == IPPROTO_TCP || h[6] == IPPROTO_UDP {
+            dport_at(ctx, 40)
+        } else {
+            None
+        };
+        Some(Dest {
+            key,
+            port,
+            protocol: h[6],
+        })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn dport_at(ctx: &SkBuffContext, l4: usize) -> Option<u16> {
+    let p: [u8; 4] = ctx.load(l4).ok()?;
+    Some(u16::from_be_bytes([p[2], p[3]]))
+}
+
+#[allow(dead_code)]
+fn _assert_types(_: *mut bpf_sock) {}

@@ -1,0 +1,167 @@
+//! The connect and sendmsg decision: is the destination protected, who is
+//! calling, what does the policy say; tag sockets that may go through.
+use aya_ebpf::{
+    helpers::generated::bpf_get_current_cgroup_id,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    programs::SockAddrContext,
+};
+use metaguard_common::{
+    addr::{self, port_from_user_port},
+    decide::{self, Action, Subject},
+    event::{Hook, EVENT_NO_EXE, EXE_NAME_LEN, NONE_U16},
+    maps::{PortKey, Protected, SockTag, PORT_ANY},
+};
+
+use crate::{
+    emit::emit,
+    identity::{cgroup_match, current_exe},
+    maps::{prefix_key, CONFIG, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
+};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+#[inline(always)]
+pub fn sock_addr_v4(ctx: &SockAddrContext, hook: Hook) -> i32 {
+    let sa = unsafe { &*ctx.sock_addr };
+    let ip = unsafe { core::ptr::read_volatile(&sa.user_ip4) };
+    let port = unsafe { core::ptr::read_volatile(&sa.user_port) };
+    decide_sock_addr(
+        ctx,
+        addr::key_from_v4_raw(ip),
+        port_from_user_port(port),
+        hook,
+    )
+}
+
+#[inline(always)]
+pub fn sock_addr_v6(ctx: &SockAddrContext, hook: Hook) -> i32 {
+    let sa = unsafe { &*ctx.sock_addr };
+    // One 32-bit context load per word: the verifier's rule for user_ip6.
+    let words = unsafe {
+        [
+            core::ptr::read_volatile(&sa.user_ip6[0]),
+            core::ptr::read_volatile(&sa.user_ip6[1]),
+            core::ptr::read_volatile(&sa.user_ip6[2]),
+            core::ptr::read_volatile(&sa.user_ip6[3]),
+        ]
+    };
+    let port = unsafe { core::ptr::read_volatile(&sa.user_port) };
+    decide_sock_addr(
+        ctx,
+        addr::key_from_v6_raw(words),
+        port_from_user_port(port),
+        hook,
+    )
+}
+
+/// What is protected at `key`:`port`, if anything. One LPM lookup on the
+/// fast path (unprotected address); a second, hashed, when it is protected.
+#[inline(always)]
+pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
+    let info = PREFIXES.get(&prefix_key(key))?;
+    let set = info.set;
+    unsafe {
+        PORTS
+            .get(&PortKey {
+                set,
+                port: port as u32,
+            })
+            .or_else(|| {
+                PORTS.get(&PortKey {
+                    set,
+                    port: PORT_ANY,
+                })
+            })
+    }
+}
+
+#[inline(always)]
+fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook) -> i32 {
+    let Some(dest) = protected_at(key, port) else {
+        return ALLOW;
+    };
+    // A protected destination with no configuration loaded: refuse.
+    let Some(cfg) = CONFIG.get(0) else {
+        return DENY;
+    };
+    let uid_gid = bpf_get_current_uid_gid();
+    let (uid, gid) = (uid_gid as u32, (uid_gid >> 32) as u32);
+    let cg = cgroup_match(cfg, None);
+    let mut exe_name = [0u8; EXE_NAME_LEN];
+    let exe = current_exe(&mut exe_name);
+    let subject = Subject {
+        exe_generation: exe.as_ref().map(|e| e.generation),
+        exe: exe.as_ref().and_then(|e| unsafe { EXES.get(&e.key) }),
+        uid: unsafe { UIDS.get(&uid) },
+        gid: unsafe { GIDS.get(&gid) },
+        cgroup_guard: cg.guard,
+        cgroup_rules: cg.rules,
+    };
+    let verdict = decide::decide(cfg, dest, &subject);
+    if verdict.passes() {
+        tag_socket(ctx, key, port, hook, verdict.action, cfg.generation);
+    }
+    let sa = unsafe { &*ctx.sock_addr };
+    let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    emit(|ev| {
+        ev.cgroup_id = cgroup_id;
+        match &exe {
+            Some(e) => {
+                ev.exe_ino = e.key.ino;
+                ev.exe_dev = e.key.dev;
+                ev.exe_generation = e.generation;
+            }
+            None => ev.flags |= EVENT_NO_EXE,
+        }
+        ev.pid = (pid_tgid >> 32) as u32;
+        ev.tid = pid_tgid as u32;
+        ev.uid = uid;
+        ev.gid = gid;
+        ev.rule = verdict.rule.unwrap_or(NONE_U16);
+        ev.endpoint = dest.endpoint as u16;
+        ev.dport = port;
+        ev.protocol = protocol;
+        ev.action = verdict.action as u8;
+        ev.reason = verdict.reason as u8;
+        ev.hook = hook as u8;
+        ev.policy_generation = cfg.generation;
+        ev.daddr = key;
+        ev.comm = comm;
+        ev.exe_name = exe_name;
+    });
+    if verdict.passes() {
+        ALLOW
+    } else {
+        DENY
+    }
+}
+
+/// Records on the socket that it may send to `key`:`port`; the egress
+/// backstop passes packets to protected destinations only with this tag.
+#[inline(always)]
+fn tag_socket(
+    ctx: &SockAddrContext,
+    key: [u8; 16],
+    port: u16,
+    hook: Hook,
+    action: Action,
+    generation: u32,
+) {
+    let tag = unsafe { SOCK_TAGS.get_or_insert_ptr_mut(ctx, None) };
+    if tag.is_null() {
+        return;
+    }
+    unsafe {
+        *tag = SockTag {
+            addr: key,
+            port,
+            hook: hook as u8,
+            action: action as u8,
+            generation,
+        };
+    }
+}

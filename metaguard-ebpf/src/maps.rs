@@ -1,0 +1,70 @@
+//! The maps the daemon fills (policy) and reads (events, counters). Layouts
+//! live in `metaguard_common::maps`; names there match these statics.
+use aya_ebpf::{
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf, SkStorage},
+    macros::btf_map,
+};
+use metaguard_common::{
+    event::Event,
+    maps::{
+        Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry, MAX_EXES,
+        MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SUBJECTS,
+    },
+    offsets::KernelOffsets,
+};
+
+#[btf_map]
+pub static PREFIXES: LpmTrie<[u8; 16], PrefixInfo, { MAX_PREFIXES as usize }> = LpmTrie::new();
+
+#[btf_map]
+pub static PORTS: HashMap<PortKey, Protected, { MAX_PORT_ENTRIES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static EXES: HashMap<ExeKey, ExeEntry, { MAX_EXES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static UIDS: HashMap<u32, SubjectEntry, { MAX_SUBJECTS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static GIDS: HashMap<u32, SubjectEntry, { MAX_SUBJECTS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static CGROUPS: HashMap<u64, SubjectEntry, { MAX_SUBJECTS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static CONFIG: Array<Config, 1> = Array::new();
+
+/// 256 KiB of events; a full buffer is counted in `LOST`, never silent.
+#[btf_map]
+pub static EVENTS: RingBuf<Event, { 256 * 1024 }> = RingBuf::new();
+
+#[btf_map]
+pub static LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+#[btf_map]
+pub static SOCK_TAGS: SkStorage<SockTag> = SkStorage::new();
+
+/// Set by the daemon at load time from the kernel's BTF.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_mm: 0,
+    mm_exe_file: 0,
+    file_inode: 0,
+    file_dentry: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    inode_generation: 0,
+    sb_dev: 0,
+    dentry_name: 0,
+    valid: 0,
+};
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+pub fn prefix_key(addr: [u8; 16]) -> Key<[u8; 16]> {
+    Key::new(128, addr)
+}

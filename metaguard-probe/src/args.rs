@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::addr::{parse_ip, Ip};
 
 pub const USAGE: &str = "usage: metaguard-probe <MODE> <ADDR> <PORT> [--path /x] [--payload TEXT] \
-[--timeout-ms N] [--count N] [--iface NAME] [--then MODE] [--exec PATH [ARGS...]]\n\
+[--timeout-ms N] [--count N] [--iface NAME] [--src A.B.C.D] [--then MODE] [--exec PATH [ARGS...]]\n\
 modes: tcp tcp6-mapped connect-only udp-sendto udp-sendmsg udp6-mapped udp-connected tfo mptcp \
 uring uring-sqpoll raw-udp raw-tcp-syn packet connect-loop http-loop fork exec";
 
@@ -45,6 +45,8 @@ pub struct Opts {
     pub timeout: Duration,
     pub count: Option<u64>,
     pub iface: Option<String>,
+    /// `--src A.B.C.D`: source address of crafted packets (raw, packet modes).
+    pub src: Option<std::net::Ipv4Addr>,
     pub then: Option<String>,
     /// `--exec PATH ARGS...`: program and its arguments.
     pub exec: Vec<String>,
@@ -58,6 +60,7 @@ pub fn parse(args: &[String]) -> Result<Opts, (String, String)> {
     let mut timeout_ms = DEFAULT_TIMEOUT_MS;
     let mut count = None;
     let mut iface = None;
+    let mut src = None;
     let mut then = None;
     let mut exec = Vec::new();
 
@@ -102,6 +105,11 @@ pub fn parse(args: &[String]) -> Result<Opts, (String, String)> {
             }
             "--iface" => {
                 iface = Some(value(i)?);
+                i += 2;
+            }
+            "--src" => {
+                let v = value(i)?;
+                src = Some(v.parse().map_err(|_| err(format!("bad --src {v:?}: an IPv4 address")))?);
                 i += 2;
             }
             "--then" => {
@@ -167,6 +175,7 @@ pub fn parse(args: &[String]) -> Result<Opts, (String, String)> {
         timeout: Duration::from_millis(timeout_ms),
         count,
         iface,
+        src,
         then,
         exec,
     })

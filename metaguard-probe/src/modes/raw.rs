@@ -13,6 +13,14 @@ use crate::stats::mono_ns;
 
 const ETH_P_IP: u16 = 0x0800;
 
+/// `--src` when given, else the address the kernel would use.
+fn source_for(o: &Opts, dst: Ipv4Addr) -> (Ipv4Addr, String) {
+    match o.src {
+        Some(a) => (a, format!("source {a} (--src)")),
+        None => local_source(dst, o.port),
+    }
+}
+
 /// The source address the kernel would use towards dst:port, found by connect()ing a
 /// throwaway UDP socket (sends nothing) and reading getsockname. If that connect is
 /// refused (a guard may deny it), fall back to 0.0.0.0. Returns (source, note).
@@ -137,7 +145,7 @@ pub fn raw_udp(o: &Opts, mode: &str) -> Outcome {
         Ok(a) => a,
         Err(out) => return *out,
     };
-    let (src, note) = local_source(dst, o.port);
+    let (src, note) = source_for(o, dst);
     let seg = packet::udp_segment(src, dst, source_port(), o.port, o.payload.as_bytes());
     let pkt = packet::ipv4_packet(
         src,
@@ -154,7 +162,7 @@ pub fn raw_tcp_syn(o: &Opts, mode: &str) -> Outcome {
         Ok(a) => a,
         Err(out) => return *out,
     };
-    let (src, note) = local_source(dst, o.port);
+    let (src, note) = source_for(o, dst);
     let seq = (mono_ns() & 0xffff_ffff) as u32;
     let seg = packet::tcp_syn(src, dst, source_port(), o.port, seq, 64240);
     let pkt = packet::ipv4_packet(
@@ -222,7 +230,7 @@ pub fn packet(o: &Opts, mode: &str) -> Outcome {
             format!("bind(AF_PACKET, {iface}): {}", errno_name(e)),
         );
     }
-    let (src, note) = local_source(dst, o.port);
+    let (src, note) = source_for(o, dst);
     let seg = packet::udp_segment(src, dst, source_port(), o.port, o.payload.as_bytes());
     let pkt = packet::ipv4_packet(
         src,

@@ -1,1 +1,174 @@
-//! Policy model (filled in next).
+//! The policy model: a TOML file is parsed, checked (every problem reported
+//! with its `file:line:column`), its cloud presets expanded and its names
+//! resolved against this host (users, groups, cgroups, executables) into a
+//! [`Policy`] the loader can encode into maps.
+//!
+//! ```toml
+//! mode = "enforce"                 # or "audit": decide and log, block nothing
+//! include = ["aws", "gcp"]         # built-in endpoint presets
+//!
+//! [guard]                          # which processes the policy applies to; omitted = all
+//! users   = ["www-data", 1001]
+//! cgroups = ["/system.slice/app.service"]
+//!
+//! [[endpoint]]
+//! name      = "aws-imds"
+//! addresses = ["169.254.169.254/32", "fd00:ec2::254/128"]
+//! ports     = [80]                 # omitted = every port
+//! mode      = "audit"              # optional override of the top-level mode
+//!
+//! [[allow]]
+//! name      = "ssm-agent"
+//! endpoints = ["aws-imds"]         # endpoint or preset names; omitted = every endpoint
+//! exe       = "/usr/bin/amazon-ssm-agent"
+//! users     = ["root"]
+//! groups    = ["adm", 4]
+//! cgroups   = ["/system.slice/amazon-ssm-agent.service"]
+//! ```
+use std::{fmt, path::Path, path::PathBuf};
+
+use ipnet::IpNet;
+
+pub use crate::sys::cgroup::CgroupRef;
+pub use crate::sys::exe::ExeId;
+
+mod compile;
+mod error;
+pub mod presets;
+mod summary;
+mod tree;
+mod watch;
+
+pub use error::{PolicyError, PolicyErrors};
+pub use summary::summary;
+pub use watch::ExeWatcher;
+
+/// The most `[[allow]]` rules a policy may hold (the width of the kernel's rule bitsets).
+pub const MAX_RULES: usize = 256;
+const _: () = assert!(MAX_RULES == metaguard_common::ruleset::MAX_RULES);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Block connections no rule allows.
+    #[default]
+    Enforce,
+    /// Decide and log, block nothing.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A compiled policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// The top-level mode (default: enforce). Each endpoint's `mode` already
+    /// has it applied.
+    pub mode: Mode,
+    pub guard: Guard,
+    /// Preset endpoints first (in `include` order), then `[[endpoint]]`s in file order.
+    pub endpoints: Vec<Endpoint>,
+    /// `[[allow]]` rules in file order; at most [`MAX_RULES`].
+    pub rules: Vec<Rule>,
+}
+
+/// Which processes the policy applies to: a process is guarded when its uid
+/// is in `users` or its cgroup is (a descendant of) one in `cgroups`. Both
+/// empty = every process is guarded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// Sorted, deduplicated.
+    pub users: Vec<u32>,
+    /// Deduplicated by cgroup id, in file order.
+    pub cgroups: Vec<CgroupRef>,
+}
+
+impl Guard {
+    pub fn guards_everyone(&self) -> bool {
+        self.users.is_empty() && self.cgroups.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    /// The preset it came from (`include`), `None` for `[[endpoint]]`s.
+    pub preset: Option<String>,
+    /// Network prefixes (host bits clear), deduplicated, in file order.
+    pub prefixes: Vec<IpNet>,
+    /// Sorted, deduplicated; `None` = every port.
+    pub ports: Option<Vec<u16>>,
+    /// Resolved: the endpoint's own `mode`, else the top-level one.
+    pub mode: Mode,
+}
+
+/// An allow rule: a process matching every selector given may reach the
+/// rule's endpoints. An empty selector list means "any".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    /// Indices into [`Policy::endpoints`], sorted and deduplicated; every
+    /// endpoint when the rule names none.
+    pub endpoints: Vec<usize>,
+    pub exe: Option<ExeRef>,
+    /// Sorted, deduplicated uids.
+    pub users: Vec<u32>,
+    /// Sorted, deduplicated gids.
+    pub groups: Vec<u32>,
+    /// Deduplicated by cgroup id, in file order.
+    pub cgroups: Vec<CgroupRef>,
+}
+
+/// A rule's executable: the path as written (absolute) and the identity of
+/// the file it named when the policy was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExeRef {
+    pub path: PathBuf,
+    pub id: ExeId,
+}
+
+/// Reads, parses, checks and resolves the policy at `path`.
+pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(src) => parse_str(&src, path),
+        Err(e) => Err(PolicyErrors::new(vec![PolicyError::file(path, format!("cannot read the policy: {e}"))])),
+    }
+}
+
+/// Parses, checks and resolves policy text; `path` names it in errors and
+/// becomes [`Policy::source`].
+pub fn parse_str(src: &str, path: &Path) -> Result<Policy, PolicyErrors> {
+    compile::compile(src, path)
+}
+
+impl Policy {
+    /// Index of the endpoint called `name`.
+    pub fn endpoint_index(&self, name: &str) -> Option<usize> {
+        self.endpoints.iter().position(|e| e.name == name)
+    }
+
+    /// The executable paths the rules name, deduplicated.
+    pub fn exe_paths(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.rules.iter().filter_map(|r| r.exe.as_ref().map(|x| x.path.clone())).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;

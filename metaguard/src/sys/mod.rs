@@ -1,2 +1,3 @@
 //! Thin, host-specific helpers around kernel interfaces (cgroupfs, stat, ioctls).
 pub mod cgroup;
+pub mod exe;

@@ -8,7 +8,7 @@ fn main() -> anyhow::Result<()> {
     if skip.unwrap_or(false) {
         // Userspace-only builds (policy work, docs): embed an empty object so the
         // crate still compiles; loading it fails with a clear message.
-        let obj = out_dir.join("metaguard");
+        let obj = out_dir.join("metaguard-bpf");
         if !obj.exists() {
             std::fs::write(&obj, b"").context("write placeholder eBPF object")?;
         }

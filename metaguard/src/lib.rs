@@ -1,8 +1,14 @@
 //! metaguard: decides in the kernel which processes may reach cloud metadata
 //! services and other protected endpoints.
 //!
-//! - `policy`: the TOML policy model, its validation and compilation.
-//! - `loader`: loads the eBPF programs, fills their maps, attaches them.
-//! - `events`: the event path from the kernel ring buffer to JSON lines.
+//! - [`policy`]: the TOML policy model, its validation and compilation.
+//! - [`loader`]: loads the eBPF programs, fills their maps, attaches them
+//!   (`loader::encode` turns a policy into map entries).
+//! - [`events`]: the event path from the kernel ring buffer to JSON lines.
+//! - [`daemon`]: `metaguard run`; [`demo`]: `metaguard demo`.
+pub mod daemon;
+pub mod demo;
+pub mod events;
+pub mod loader;
 pub mod policy;
 pub mod sys;

@@ -1,1 +1,77 @@
-fn main(){}
+//! metaguard command line: `check`, `run`, `demo`.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use metaguard::{daemon, demo, events::Format, policy};
+
+#[derive(Parser)]
+#[command(name = "metaguard", version, about = "Deny-by-default, in-kernel guard for cloud metadata services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a policy file and print what it compiles to (exit 2 on errors).
+    Check {
+        policy: PathBuf,
+    },
+    /// Load the kernel programs, enforce the policy, print one event per decision.
+    Run {
+        #[arg(long)]
+        policy: PathBuf,
+        /// cgroup2 directory to guard (absolute, or relative to the cgroup2 mount); default: the whole host.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+    },
+    /// Build a sandbox with a fake metadata service and show allowed and denied clients live.
+    Demo {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { policy: path } => match policy::load(&path) {
+            Ok(p) => {
+                print!("{}", policy::summary(&p));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { policy, cgroup, format } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            match rt.block_on(daemon::run(daemon::RunOptions { policy, cgroup, format })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("metaguard: {e:#}");
+                    ExitCode::from(exit_code(&e))
+                }
+            }
+        }
+        Command::Demo { format } => match demo::run(format) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("metaguard demo: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// 2 for a policy the operator must fix, 1 for everything else.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<policy::PolicyErrors>().is_some() {
+        2
+    } else {
+        1
+    }
+}

@@ -1,0 +1,148 @@
+//! Connect+close latency with and without metaguard, in one run, side by
+//! side, and the programs' own run time per decision (kernel.bpf_stats_enabled).
+//!
+//! Run as root: `cargo build --release -p metaguard-probe && cargo bench -p metaguard --bench connect`
+//! (or scripts/bench.sh). Traffic goes only to the sandbox's namespaces.
+use std::{
+    os::fd::{AsRawFd as _, BorrowedFd},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use metaguard::{demo::TempDir, loader::Guard, policy};
+use metaguard_sandbox::{addrs, Sandbox};
+
+const CONNECTS: &str = "2000";
+const ROUNDS: usize = 7;
+
+struct StatsSwitch(String);
+
+impl StatsSwitch {
+    fn on() -> StatsSwitch {
+        let path = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(path).unwrap_or_else(|_| "0".into());
+        let _ = std::fs::write(path, "1");
+        StatsSwitch(old.trim().to_string())
+    }
+}
+
+impl Drop for StatsSwitch {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+fn probe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("metaguard-probe");
+    assert!(p.exists(), "{} missing: cargo build --release -p metaguard-probe", p.display());
+    p
+}
+
+/// Median connect+close latency (ns) of one probe run.
+fn connect_median(sb: &Sandbox, probe: &PathBuf, addr: &str) -> f64 {
+    let out = sb.client(probe).args(["connect-loop", addr, "80", "--count", CONNECTS]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert!(out.status.success(), "connect-loop to {addr} failed: {v}");
+    v["median_ns"].as_f64().unwrap()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// (run_time_ns, run_count) of one program.
+fn prog_stats(guard: &Guard, name: &str) -> (u64, u64) {
+    guard.program_stats(name).unwrap_or((0, 0))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED bench connect: needs root (BPF programs, network namespaces)");
+        return;
+    }
+    let probe = probe();
+    let tmp = TempDir::new("bench").unwrap();
+    let policy_path = tmp.0.join("policy.toml");
+    std::fs::write(
+        &policy_path,
+        format!(
+            "[[endpoint]]\nname = \"aws-imds\"\naddresses = [\"169.254.169.254/32\", \"fd00:ec2::254/128\"]\nports = [80]\n\n[[allow]]\nname = \"probe\"\nexe = \"{}\"\n",
+            probe.display()
+        ),
+    )
+    .unwrap();
+    let pol = policy::load(&policy_path).expect("bench policy");
+    let sb = Sandbox::create("bench").unwrap();
+    let _stats = StatsSwitch::on();
+    let unprot = addrs::UNPROTECTED_V4.to_string();
+    let prot = addrs::IMDS_V4.to_string();
+
+    let (mut base_u, mut base_p, mut mg_u, mut mg_p) = (vec![], vec![], vec![], vec![]);
+    let (mut ns_u, mut ns_p) = (vec![], vec![]);
+    for round in 0..ROUNDS {
+        // Alternate the order each round so drift hits both sides alike.
+        for guarded in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            if !guarded {
+                base_u.push(connect_median(&sb, &probe, &unprot));
+                base_p.push(connect_median(&sb, &probe, &prot));
+                continue;
+            }
+            let mut guard = Guard::load().unwrap();
+            guard.apply(&pol).unwrap();
+            guard.attach(sb.cgroup_dir()).unwrap();
+            let drain = Drainer::start(&mut guard);
+            let s0 = prog_stats(&guard, "connect4");
+            mg_u.push(connect_median(&sb, &probe, &unprot));
+            let s1 = prog_stats(&guard, "connect4");
+            mg_p.push(connect_median(&sb, &probe, &prot));
+            let s2 = prog_stats(&guard, "connect4");
+            ns_u.push((s1.0 - s0.0) as f64 / (s1.1 - s0.1).max(1) as f64);
+            ns_p.push((s2.0 - s1.0) as f64 / (s2.1 - s1.1).max(1) as f64);
+            drain.stop();
+            drop(guard);
+        }
+    }
+    let (bu, bp, gu, gp) = (median(&mut base_u), median(&mut base_p), median(&mut mg_u), median(&mut mg_p));
+    println!("metaguard connect benchmark: {ROUNDS} rounds x {CONNECTS} connect+close per cell, medians of round medians");
+    println!("{:<44} {:>12} {:>14} {:>8}", "destination", "no guard ns", "metaguard ns", "ratio");
+    println!("{:<44} {:>12.0} {:>14.0} {:>8.3}", format!("unprotected {unprot}:80"), bu, gu, gu / bu);
+    println!("{:<44} {:>12.0} {:>14.0} {:>8.3}", format!("protected {prot}:80 (allowed client)"), bp, gp, gp / bp);
+    println!("connect4 run time per decision (bpf_stats): unprotected {:.0} ns, protected {:.0} ns", median(&mut ns_u), median(&mut ns_p));
+}
+
+/// Reads and discards events while the benchmark runs, so the kernel pays
+/// for delivering events, as in production.
+struct Drainer {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Drainer {
+    fn start(guard: &mut Guard) -> Drainer {
+        let mut rb = guard.take_events().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                while rb.next().is_some() {}
+                let fd = unsafe { BorrowedFd::borrow_raw(rb.as_raw_fd()) };
+                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
+            }
+        });
+        Drainer { stop, handle }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}

@@ -1,0 +1,321 @@
+//! Turns a compiled policy into the map entries the kernel programs read.
+//!
+//! Destinations: every distinct prefix of every endpoint becomes an LPM entry
+//! whose *prefix set* lists all endpoints covering it (the LPM trie returns
+//! only the most specific match, so less specific endpoints are folded in).
+//! Per set and port, `Protected` holds the union of the rules allowing any
+//! endpoint there; it is audit-only when every such endpoint is in audit mode
+//! (deny wins).
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use metaguard_common::{
+    addr::{key_from_v4_octets, V4_MAPPED_PREFIX_BITS},
+    maps::{
+        Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry, CONFIG_ENFORCE, CONFIG_GUARD_ALL,
+        EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, PORT_ANY, PROTECTED_AUDIT,
+    },
+    ruleset::RuleSet,
+};
+
+use crate::policy::{Mode, Policy};
+
+/// A destination prefix in the programs' key space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyPrefix {
+    pub bits: u32,
+    pub key: [u8; 16],
+}
+
+impl KeyPrefix {
+    pub fn from_net(net: &IpNet) -> KeyPrefix {
+        match net.trunc() {
+            IpNet::V4(n) => KeyPrefix { bits: V4_MAPPED_PREFIX_BITS + n.prefix_len() as u32, key: key_from_v4_octets(n.network().octets()) },
+            IpNet::V6(n) => KeyPrefix { bits: n.prefix_len() as u32, key: n.network().octets() },
+        }
+    }
+
+    /// Whether `self` covers `other` (same or shorter prefix, same leading bits).
+    pub fn covers(&self, other: &KeyPrefix) -> bool {
+        self.bits <= other.bits && {
+            let (a, b) = (u128::from_be_bytes(self.key), u128::from_be_bytes(other.key));
+            let mask = if self.bits == 0 { 0 } else { u128::MAX << (128 - self.bits) };
+            a & mask == b & mask
+        }
+    }
+}
+
+/// Everything the maps hold for one policy.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Encoded {
+    pub config: Config,
+    pub prefixes: Vec<(KeyPrefix, PrefixInfo)>,
+    pub ports: Vec<(PortKey, Protected)>,
+    pub exes: Vec<(ExeKey, ExeEntry)>,
+    pub uids: Vec<(u32, SubjectEntry)>,
+    pub gids: Vec<(u32, SubjectEntry)>,
+    pub cgroups: Vec<(u64, SubjectEntry)>,
+}
+
+pub fn encode(policy: &Policy, generation: u32) -> Encoded {
+    let mut out = Encoded::default();
+    encode_destinations(policy, &mut out);
+    encode_subjects(policy, &mut out);
+    out.config.generation = generation;
+    // Endpoint modes are already resolved against the top-level mode.
+    out.config.flags |= CONFIG_ENFORCE;
+    out
+}
+
+/// Rules that allow endpoint `e`.
+fn rules_for_endpoint(policy: &Policy, e: usize) -> RuleSet {
+    let mut s = RuleSet::EMPTY;
+    for (i, r) in policy.rules.iter().enumerate() {
+        if r.endpoints.contains(&e) {
+            s.insert(i);
+        }
+    }
+    s
+}
+
+fn encode_destinations(policy: &Policy, out: &mut Encoded) {
+    let eps: Vec<(usize, Vec<KeyPrefix>)> = policy
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i, e.prefixes.iter().map(KeyPrefix::from_net).collect()))
+        .collect();
+    let all: BTreeSet<KeyPrefix> = eps.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let mut set_ids: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
+    for p in &all {
+        let covering: Vec<usize> = eps.iter().filter(|(_, ps)| ps.iter().any(|q| q.covers(p))).map(|(i, _)| *i).collect();
+        let next = set_ids.len() as u32;
+        let set = *set_ids.entry(covering.clone()).or_insert(next);
+        let all_audit = covering.iter().all(|&e| policy.endpoints[e].mode == Mode::Audit);
+        let info = PrefixInfo { set, endpoint: covering[0] as u32, flags: if all_audit { PROTECTED_AUDIT } else { 0 } };
+        out.prefixes.push((*p, info));
+    }
+    for (members, &set) in &set_ids {
+        let mut ports: BTreeSet<u32> = BTreeSet::new();
+        for &e in members {
+            match &policy.endpoints[e].ports {
+                None => {
+                    ports.insert(PORT_ANY);
+                }
+                Some(ps) => ports.extend(ps.iter().map(|&p| p as u32)),
+            }
+        }
+        for port in ports {
+            // At a given port: endpoints listing it, and every-port endpoints.
+            let contributing: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&e| match &policy.endpoints[e].ports {
+                    None => true,
+                    Some(ps) => port != PORT_ANY && ps.contains(&(port as u16)),
+                })
+                .collect();
+            let mut rules = RuleSet::EMPTY;
+            for &e in &contributing {
+                rules = rules.or(&rules_for_endpoint(policy, e));
+            }
+            let all_audit = contributing.iter().all(|&e| policy.endpoints[e].mode == Mode::Audit);
+            let flags = if all_audit { PROTECTED_AUDIT } else { 0 };
+            out.ports.push((PortKey { set, port }, Protected { endpoint: contributing[0] as u32, flags, rules }));
+        }
+    }
+}
+
+fn encode_subjects(policy: &Policy, out: &mut Encoded) {
+    let cfg = &mut out.config;
+    let mut exes: BTreeMap<ExeKey, ExeEntry> = BTreeMap::new();
+    let mut uids: BTreeMap<u32, SubjectEntry> = BTreeMap::new();
+    let mut gids: BTreeMap<u32, SubjectEntry> = BTreeMap::new();
+    let mut cgroups: BTreeMap<u64, SubjectEntry> = BTreeMap::new();
+    for (i, r) in policy.rules.iter().enumerate() {
+        match &r.exe {
+            None => cfg.any_exe.insert(i),
+            Some(x) => {
+                let key = ExeKey { ino: x.id.ino, dev: x.id.kdev, _pad: 0 };
+                let e = exes.entry(key).or_default();
+                e.rules.insert(i);
+                if let Some(g) = x.id.generation {
+                    e.generation = g;
+                    e.flags |= EXE_CHECK_GENERATION;
+                }
+            }
+        }
+        if r.users.is_empty() {
+            cfg.any_uid.insert(i);
+        }
+        for &u in &r.users {
+            uids.entry(u).or_default().rules.insert(i);
+        }
+        if r.groups.is_empty() {
+            cfg.any_gid.insert(i);
+        }
+        for &g in &r.groups {
+            gids.entry(g).or_default().rules.insert(i);
+        }
+        if r.cgroups.is_empty() {
+            cfg.any_cgroup.insert(i);
+        }
+        for c in &r.cgroups {
+            cgroups.entry(c.id).or_default().rules.insert(i);
+            cfg.cgroup_levels |= level_bit(c.level);
+        }
+    }
+    for &u in &policy.guard.users {
+        uids.entry(u).or_default().guard = 1;
+    }
+    for c in &policy.guard.cgroups {
+        cgroups.entry(c.id).or_default().guard = 1;
+        cfg.cgroup_levels |= level_bit(c.level);
+    }
+    if policy.guard.users.is_empty() && policy.guard.cgroups.is_empty() {
+        cfg.flags |= CONFIG_GUARD_ALL;
+    }
+    out.exes = exes.into_iter().collect();
+    out.uids = uids.into_iter().collect();
+    out.gids = gids.into_iter().collect();
+    out.cgroups = cgroups.into_iter().collect();
+}
+
+fn level_bit(level: u32) -> u32 {
+    1u32 << level.min(MAX_CGROUP_LEVEL)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::{
+        policy::{Endpoint, ExeRef, Guard, Rule},
+        sys::{cgroup::CgroupRef, exe::ExeId},
+    };
+
+    fn endpoint(name: &str, nets: &[&str], ports: Option<Vec<u16>>, mode: Mode) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            preset: None,
+            prefixes: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            ports,
+            mode,
+        }
+    }
+
+    fn rule(name: &str, endpoints: Vec<usize>) -> Rule {
+        Rule { name: name.into(), endpoints, exe: None, users: vec![], groups: vec![], cgroups: vec![] }
+    }
+
+    fn policy(endpoints: Vec<Endpoint>, rules: Vec<Rule>) -> Policy {
+        Policy {
+            source: PathBuf::from("t.toml"),
+            mode: Mode::Enforce,
+            guard: Guard { users: vec![], cgroups: vec![] },
+            endpoints,
+            rules,
+        }
+    }
+
+    fn prefix(enc: &Encoded, net: &str) -> PrefixInfo {
+        let k = KeyPrefix::from_net(&net.parse().unwrap());
+        enc.prefixes.iter().find(|(p, _)| *p == k).map(|(_, i)| *i).unwrap_or_else(|| panic!("{net} not encoded"))
+    }
+
+    fn at(enc: &Encoded, set: u32, port: u32) -> Option<Protected> {
+        enc.ports.iter().find(|(k, _)| *k == PortKey { set, port }).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn v4_prefixes_are_mapped_and_truncated() {
+        let k = KeyPrefix::from_net(&"169.254.169.254/32".parse().unwrap());
+        assert_eq!(k.bits, 128);
+        assert_eq!(&k.key[10..], &[0xff, 0xff, 169, 254, 169, 254]);
+        let wide = KeyPrefix::from_net(&"169.254.0.0/16".parse().unwrap());
+        assert_eq!(wide.bits, 112);
+        assert!(wide.covers(&k) && !k.covers(&wide));
+        let v6 = KeyPrefix::from_net(&"fd00:ec2::254/128".parse().unwrap());
+        assert!(!wide.covers(&v6));
+    }
+
+    #[test]
+    fn overlapping_endpoints_fold_into_the_specific_prefix() {
+        // "linklocal" covers all of 169.254/16 on every port; "imds" is one address on port 80.
+        let p = policy(
+            vec![
+                endpoint("linklocal", &["169.254.0.0/16"], None, Mode::Enforce),
+                endpoint("imds", &["169.254.169.254/32"], Some(vec![80]), Mode::Enforce),
+            ],
+            vec![rule("ll", vec![0]), rule("imds", vec![1])],
+        );
+        let enc = encode(&p, 1);
+        let host = prefix(&enc, "169.254.169.254/32");
+        let net = prefix(&enc, "169.254.0.0/16");
+        assert_ne!(host.set, net.set);
+        // Port 80 of the host: both endpoints, so both rules.
+        let p80 = at(&enc, host.set, 80).unwrap();
+        assert!(p80.rules.contains(0) && p80.rules.contains(1));
+        // Other ports of the host: only the every-port endpoint.
+        let any = at(&enc, host.set, PORT_ANY).unwrap();
+        assert!(any.rules.contains(0) && !any.rules.contains(1));
+        assert_eq!(any.endpoint, 0);
+        // Elsewhere in the /16: only "linklocal", on every port.
+        assert!(at(&enc, net.set, 80).is_none());
+        assert!(at(&enc, net.set, PORT_ANY).unwrap().rules.contains(0));
+    }
+
+    #[test]
+    fn deny_wins_over_audit_where_endpoints_overlap() {
+        let p = policy(
+            vec![
+                endpoint("a", &["169.254.169.254/32"], None, Mode::Audit),
+                endpoint("b", &["169.254.169.254/32"], Some(vec![80]), Mode::Enforce),
+            ],
+            vec![],
+        );
+        let enc = encode(&p, 1);
+        let set = prefix(&enc, "169.254.169.254/32").set;
+        assert_eq!(at(&enc, set, 80).unwrap().flags & PROTECTED_AUDIT, 0);
+        assert_eq!(at(&enc, set, PORT_ANY).unwrap().flags & PROTECTED_AUDIT, PROTECTED_AUDIT);
+        assert_eq!(prefix(&enc, "169.254.169.254/32").flags & PROTECTED_AUDIT, 0);
+    }
+
+    #[test]
+    fn selectors_become_rule_sets() {
+        let cg = CgroupRef { path: "/a/b".into(), dir: PathBuf::from("/x/a/b"), id: 99, level: 2 };
+        let mut r0 = rule("exe-and-user", vec![0]);
+        r0.exe = Some(ExeRef { path: "/bin/x".into(), id: ExeId { dev: 0x801, kdev: (8 << 20) | 1, ino: 42, generation: Some(7) } });
+        r0.users = vec![1000];
+        let mut r1 = rule("cgroup", vec![0]);
+        r1.cgroups = vec![cg.clone()];
+        r1.groups = vec![4];
+        let mut p = policy(vec![endpoint("e", &["10.0.0.1/32"], None, Mode::Enforce)], vec![r0, r1]);
+        p.guard.users = vec![33];
+        let enc = encode(&p, 3);
+        let c = enc.config;
+        assert_eq!(c.generation, 3);
+        assert_eq!(c.flags & CONFIG_GUARD_ALL, 0, "a [guard] is given");
+        assert!(!c.any_exe.contains(0) && c.any_exe.contains(1));
+        assert!(!c.any_uid.contains(0) && c.any_uid.contains(1));
+        assert!(c.any_gid.contains(0) && !c.any_gid.contains(1));
+        assert!(c.any_cgroup.contains(0) && !c.any_cgroup.contains(1));
+        assert_eq!(c.cgroup_levels, 1 << 2);
+        let (k, e) = enc.exes[0];
+        assert_eq!((k.ino, k.dev), (42, (8 << 20) | 1));
+        assert_eq!((e.generation, e.flags), (7, EXE_CHECK_GENERATION));
+        assert!(e.rules.contains(0));
+        let uid = |u: u32| enc.uids.iter().find(|(k, _)| *k == u).map(|(_, v)| *v).unwrap();
+        assert!(uid(1000).rules.contains(0) && uid(1000).guard == 0);
+        assert!(uid(33).rules.is_empty() && uid(33).guard == 1);
+        assert_eq!(enc.cgroups, vec![(99, SubjectEntry { guard: 0, _pad: 0, rules: { let mut s = RuleSet::EMPTY; s.insert(1); s } })]);
+    }
+
+    #[test]
+    fn no_guard_section_guards_everyone() {
+        let enc = encode(&policy(vec![], vec![]), 1);
+        assert_ne!(enc.config.flags & CONFIG_GUARD_ALL, 0);
+        assert_ne!(enc.config.flags & CONFIG_ENFORCE, 0);
+    }
+}

@@ -1,0 +1,212 @@
+//! Loads the kernel programs, fills their maps from a policy and attaches
+//! them to a cgroup. Dropping the [`Guard`] detaches everything.
+pub mod btf;
+pub mod encode;
+
+use std::{fs::File, path::{Path, PathBuf}};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    Ebpf, EbpfLoader,
+};
+use metaguard_common::maps::{names, PrefixInfo, MAX_CGROUP_LEVEL};
+
+use crate::policy::Policy;
+use encode::Encoded;
+
+/// The kernel object built by build.rs from metaguard-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/metaguard-bpf"));
+
+/// The sock_addr programs, by name in the object.
+pub const SOCK_ADDR_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+pub const EGRESS_PROGRAM: &str = "egress";
+
+pub struct Guard {
+    ebpf: Ebpf,
+    cgroup: PathBuf,
+    generation: u32,
+}
+
+impl Guard {
+    /// Loads the programs (not yet attached). Fails with a message naming
+    /// the missing capability or kernel feature.
+    pub fn load() -> Result<Guard> {
+        if OBJECT.is_empty() {
+            bail!("this metaguard was built with AYA_BUILD_SKIP: it carries no kernel programs; rebuild without it");
+        }
+        let btf = btf::Btf::from_sys_fs()?;
+        let offsets = btf::kernel_offsets(&btf).context("reading kernel struct offsets from BTF")?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::OFFSETS, &offsets, true)
+            .load(OBJECT)
+            .map_err(|e| explain_load_error(anyhow!(e)))?;
+        for name in SOCK_ADDR_PROGRAMS {
+            let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            p.load().map_err(|e| explain_load_error(anyhow!(e).context(format!("loading program {name}"))))?;
+        }
+        let p: &mut CgroupSkb = program(&mut ebpf, EGRESS_PROGRAM)?;
+        p.load().map_err(|e| explain_load_error(anyhow!(e).context("loading program egress")))?;
+        Ok(Guard { ebpf, cgroup: PathBuf::new(), generation: 0 })
+    }
+
+    /// Fills the maps from `policy`. Called before attaching, so the programs
+    /// never run without a policy.
+    pub fn apply(&mut self, policy: &Policy) -> Result<()> {
+        for c in policy.guard.cgroups.iter().chain(policy.rules.iter().flat_map(|r| r.cgroups.iter())) {
+            if c.level > MAX_CGROUP_LEVEL {
+                bail!("cgroup {} is {} levels deep; metaguard supports up to {MAX_CGROUP_LEVEL}", c.path, c.level);
+            }
+        }
+        self.generation += 1;
+        let enc = encode::encode(policy, self.generation);
+        self.write_maps(&enc)
+    }
+
+    fn write_maps(&mut self, enc: &Encoded) -> Result<()> {
+        {
+            let mut m: LpmTrie<&mut MapData, [u8; 16], PrefixInfo> = map(&mut self.ebpf, names::PREFIXES)?;
+            let stale: Vec<_> = m.keys().filter_map(|k| k.ok()).collect();
+            for (p, info) in &enc.prefixes {
+                m.insert(&Key::new(p.bits, p.key), info, 0).context("PREFIXES")?;
+            }
+            for k in stale {
+                if !enc.prefixes.iter().any(|(p, _)| p.bits == k.prefix_len() && p.key == k.data()) {
+                    let _ = m.remove(&k);
+                }
+            }
+        }
+        replace_hash(&mut self.ebpf, names::PORTS, &enc.ports)?;
+        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
+        replace_hash(&mut self.ebpf, names::UIDS, &enc.uids)?;
+        replace_hash(&mut self.ebpf, names::GIDS, &enc.gids)?;
+        replace_hash(&mut self.ebpf, names::CGROUPS, &enc.cgroups)?;
+        let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
+        cfg.set(0, enc.config, 0).context("CONFIG")?;
+        Ok(())
+    }
+
+    /// Updates one executable's identity after its file changed on disk.
+    pub fn update_exes(&mut self, policy: &Policy) -> Result<()> {
+        let enc = encode::encode(policy, self.generation);
+        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)
+    }
+
+    /// Attaches every program to the cgroup at `dir` (a cgroup2 directory).
+    pub fn attach(&mut self, dir: &Path) -> Result<()> {
+        let cg = File::open(dir).with_context(|| format!("opening cgroup {}", dir.display()))?;
+        for name in SOCK_ADDR_PROGRAMS {
+            let p: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
+            p.attach(&cg, CgroupAttachMode::Single)
+                .map_err(|e| explain_load_error(anyhow!(e).context(format!("attaching {name} to {}", dir.display()))))?;
+        }
+        let p: &mut CgroupSkb = program(&mut self.ebpf, EGRESS_PROGRAM)?;
+        p.attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .map_err(|e| explain_load_error(anyhow!(e).context(format!("attaching egress to {}", dir.display()))))?;
+        self.cgroup = dir.to_path_buf();
+        Ok(())
+    }
+
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// The event ring buffer; can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let m = self.ebpf.take_map(names::EVENTS).context("EVENTS map already taken")?;
+        Ok(RingBuf::try_from(m)?)
+    }
+
+    /// Events the kernel could not queue because the ring buffer was full.
+    pub fn lost_events(&self) -> Result<u64> {
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(names::LOST).context("LOST map")?)?;
+        Ok(m.get(&0, 0)?.iter().sum())
+    }
+
+    /// (run time in ns, run count) of a program since load, as the kernel
+    /// counts them while `kernel.bpf_stats_enabled` is 1.
+    pub fn program_stats(&self, name: &str) -> Result<(u64, u64)> {
+        let p = self.ebpf.program(name).with_context(|| format!("program {name}"))?;
+        let i = p.info()?;
+        Ok((i.run_time().as_nanos() as u64, i.run_count()))
+    }
+
+    /// Kernel ids of the loaded programs (for `bpftool prog show id N`).
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| p.info().ok().map(|i| (name.to_string(), i.id())))
+            .collect()
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the kernel object"))?
+        .try_into()
+        .with_context(|| format!("program {name} has an unexpected type"))
+}
+
+fn map<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf.map_mut(name).with_context(|| format!("map {name} missing from the kernel object"))?;
+    T::try_from(m).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Inserts `entries`, then removes keys not among them: no moment without
+/// the new entries, old ones linger only until the end of this call.
+fn replace_hash<K, V>(ebpf: &mut Ebpf, name: &str, entries: &[(K, V)]) -> Result<()>
+where
+    K: aya::Pod + PartialEq,
+    V: aya::Pod,
+{
+    let mut m: HashMap<&mut MapData, K, V> = map(ebpf, name)?;
+    let stale: Vec<K> = m.keys().filter_map(|k| k.ok()).filter(|k| !entries.iter().any(|(e, _)| e == k)).collect();
+    for (k, v) in entries {
+        m.insert(k, v, 0).with_context(|| format!("writing map {name}"))?;
+    }
+    for k in stale {
+        let _ = m.remove(&k);
+    }
+    Ok(())
+}
+
+/// Adds what the operator can do about the usual load failures.
+fn explain_load_error(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("Operation not permitted") || text.contains("EPERM") {
+        e.context("the kernel refused: loading and attaching BPF programs needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN)")
+    } else if text.contains("Invalid argument") {
+        e.context("the kernel rejected a program or map: metaguard needs Linux 5.10+ with cgroup v2, BTF and BPF socket storage")
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every program passes this kernel's verifier and every map is created.
+    #[test]
+    fn programs_load_into_this_kernel() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED programs_load_into_this_kernel: needs root to load BPF programs");
+            return;
+        }
+        let mut g = Guard::load().expect("load");
+        let names: Vec<String> = g.program_ids().into_iter().map(|(n, _)| n).collect();
+        for p in SOCK_ADDR_PROGRAMS.iter().chain([&EGRESS_PROGRAM]) {
+            assert!(names.iter().any(|n| n == p), "{p} loaded: {names:?}");
+        }
+        assert_eq!(g.lost_events().unwrap(), 0);
+        g.take_events().expect("ring buffer");
+    }
+}

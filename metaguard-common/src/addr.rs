@@ -41,6 +41,31 @@ pub fn key_from_v6_raw(words_be: [u32; 4]) -> [u8; 16] {
     k
 }
 
+/// Buckets of the pre-filter that keeps the unprotected fast path to one
+/// inlined array read: IPv4 destinations by their first octet (0..256),
+/// others by the first byte of the IPv6 address (256..512).
+pub const PREFILTER_BUCKETS: u32 = 512;
+
+#[inline(always)]
+pub fn prefilter_index(k: &[u8; 16]) -> u32 {
+    if is_v4_mapped(k) {
+        k[12] as u32
+    } else {
+        256 + k[0] as u32
+    }
+}
+
+/// The prefix a pre-filter bucket stands for, as (prefix length, key).
+pub fn prefilter_bucket(i: u32) -> (u32, [u8; 16]) {
+    if i < 256 {
+        (V4_MAPPED_PREFIX_BITS + 8, key_from_v4_octets([i as u8, 0, 0, 0]))
+    } else {
+        let mut k = [0u8; 16];
+        k[0] = (i - 256) as u8;
+        (8, k)
+    }
+}
+
 /// True when the key is an IPv4-mapped address.
 #[inline(always)]
 pub fn is_v4_mapped(k: &[u8; 16]) -> bool {
@@ -77,6 +102,16 @@ mod tests {
             .unwrap()
             .octets();
         assert!(!is_v4_mapped(&v6));
+    }
+
+    #[test]
+    fn prefilter_buckets_round_trip() {
+        let imds = key_from_v4_octets([169, 254, 169, 254]);
+        assert_eq!(prefilter_index(&imds), 169);
+        assert_eq!(prefilter_bucket(169).1[12], 169);
+        let v6: [u8; 16] = "fd00:ec2::254".parse::<core::net::Ipv6Addr>().unwrap().octets();
+        assert_eq!(prefilter_index(&v6), 256 + 0xfd);
+        assert_eq!(prefilter_bucket(256 + 0xfd), (8, { let mut k = [0; 16]; k[0] = 0xfd; k }));
     }
 
     #[test]

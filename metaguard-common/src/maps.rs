@@ -1,5 +1,7 @@
 //! Layouts of the maps the daemon fills and the kernel programs read.
 //!
+//! A destination is first checked against `PREFILTER` (one inlined array
+//! read, see [`crate::addr::prefilter_index`]): most traffic stops there.
 //! Protected destinations take two lookups: `PREFIXES` (LPM trie over the
 //! 16-byte key of [`crate::addr`]) gives the *prefix set* an address falls in,
 //! then `PORTS` gives what is protected on that set at a port (or at any port,
@@ -11,6 +13,7 @@ use crate::ruleset::RuleSet;
 
 /// Map names, shared so the daemon finds what the programs declare.
 pub mod names {
+    pub const PREFILTER: &str = "PREFILTER";
     pub const PREFIXES: &str = "PREFIXES";
     pub const PORTS: &str = "PORTS";
     pub const EXES: &str = "EXES";

@@ -19,7 +19,7 @@ use crate::{
     emit::emit,
     guard::protected_at,
     identity::cgroup_match,
-    maps::{prefix_key, CONFIG, PREFIXES, SOCK_TAGS, UIDS},
+    maps::{maybe_protected, prefix_key, CONFIG, PREFIXES, SOCK_TAGS, UIDS},
 };
 
 const PASS: i32 = 1;
@@ -40,6 +40,9 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
     let Some(d) = parse(ctx) else {
         return PASS; // Not IP: no protected destination to reach.
     };
+    if !maybe_protected(&d.key) {
+        return PASS;
+    }
     let Some(info) = PREFIXES.get(&prefix_key(d.key)) else {
         return PASS;
     };

@@ -15,7 +15,7 @@ use metaguard_common::{
 use crate::{
     emit::emit,
     identity::{cgroup_match, current_exe},
-    maps::{prefix_key, CONFIG, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
+    maps::{maybe_protected, prefix_key, CONFIG, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
 };
 
 const ALLOW: i32 = 1;
@@ -59,6 +59,9 @@ pub fn sock_addr_v6(ctx: &SockAddrContext, hook: Hook) -> i32 {
 /// fast path (unprotected address); a second, hashed, when it is protected.
 #[inline(always)]
 pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
+    if !maybe_protected(&key) {
+        return None;
+    }
     let info = PREFIXES.get(&prefix_key(key))?;
     let set = info.set;
     unsafe {

@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use metaguard_common::{
+    addr::{prefilter_index, PREFILTER_BUCKETS},
     event::Event,
     maps::{
         Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry, MAX_EXES,
@@ -12,6 +13,10 @@ use metaguard_common::{
     },
     offsets::KernelOffsets,
 };
+
+/// Non-zero where some protected prefix falls in the bucket.
+#[btf_map]
+pub static PREFILTER: Array<u32, { PREFILTER_BUCKETS as usize }> = Array::new();
 
 #[btf_map]
 pub static PREFIXES: LpmTrie<[u8; 16], PrefixInfo, { MAX_PREFIXES as usize }> = LpmTrie::new();
@@ -34,9 +39,11 @@ pub static CGROUPS: HashMap<u64, SubjectEntry, { MAX_SUBJECTS as usize }> = Hash
 #[btf_map]
 pub static CONFIG: Array<Config, 1> = Array::new();
 
-/// 256 KiB of events; a full buffer is counted in `LOST`, never silent.
+pub const EVENTS_BYTES: usize = 256 * 1024;
+
+/// Events; a full buffer is counted in `LOST`, never silent.
 #[btf_map]
-pub static EVENTS: RingBuf<Event, { 256 * 1024 }> = RingBuf::new();
+pub static EVENTS: RingBuf<Event, EVENTS_BYTES> = RingBuf::new();
 
 #[btf_map]
 pub static LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
@@ -62,6 +69,12 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// Cheap test that `addr` may be protected; false means certainly not.
+#[inline(always)]
+pub fn maybe_protected(addr: &[u8; 16]) -> bool {
+    matches!(PREFILTER.get(prefilter_index(addr)), Some(&v) if v != 0)
 }
 
 #[inline(always)]

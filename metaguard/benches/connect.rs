@@ -16,7 +16,10 @@ use metaguard::{demo::TempDir, loader::Guard, policy};
 use metaguard_sandbox::{addrs, Sandbox};
 
 const CONNECTS: &str = "2000";
-const ROUNDS: usize = 7;
+/// Rounds per run; METAGUARD_BENCH_ROUNDS overrides it for quick looks.
+fn rounds() -> usize {
+    std::env::var("METAGUARD_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7)
+}
 
 struct StatsSwitch(String);
 
@@ -87,7 +90,7 @@ fn main() {
 
     let (mut base_u, mut base_p, mut mg_u, mut mg_p) = (vec![], vec![], vec![], vec![]);
     let (mut ns_u, mut ns_p) = (vec![], vec![]);
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         // Alternate the order each round so drift hits both sides alike.
         for guarded in if round % 2 == 0 { [false, true] } else { [true, false] } {
             if !guarded {
@@ -111,7 +114,7 @@ fn main() {
         }
     }
     let (bu, bp, gu, gp) = (median(&mut base_u), median(&mut base_p), median(&mut mg_u), median(&mut mg_p));
-    println!("metaguard connect benchmark: {ROUNDS} rounds x {CONNECTS} connect+close per cell, medians of round medians");
+    println!("metaguard connect benchmark: {} rounds x {CONNECTS} connect+close per cell, medians of round medians", rounds());
     println!("{:<44} {:>12} {:>14} {:>8}", "destination", "no guard ns", "metaguard ns", "ratio");
     println!("{:<44} {:>12.0} {:>14.0} {:>8.3}", format!("unprotected {unprot}:80"), bu, gu, gu / bu);
     println!("{:<44} {:>12.0} {:>14.0} {:>8.3}", format!("protected {prot}:80 (allowed client)"), bp, gp, gp / bp);

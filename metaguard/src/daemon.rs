@@ -81,24 +81,21 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
     let mut lost_total = 0u64;
     let out = std::io::stdout();
     loop {
         tokio::select! {
             r = events.readable_mut() => {
                 let mut g = r?;
-                let rb: &mut RingBuf<MapData> = g.get_inner_mut();
-                let mut lines = String::new();
-                while let Some(item) = rb.next() {
-                    if let Some(ev) = parse_event(&item) {
-                        lines.push_str(&renderer.render(&ev).line(opts.format));
-                        lines.push('\n');
-                    }
-                }
+                let lines = drain(g.get_inner_mut(), &mut renderer, opts.format);
                 g.clear_ready();
-                let mut o = out.lock();
-                let _ = o.write_all(lines.as_bytes());
-                let _ = o.flush();
+                write_out(&out, &lines);
+            }
+            // The kernel wakes us only when the buffer fills; this keeps events live.
+            _ = drain_tick.tick() => {
+                let lines = drain(events.get_mut(), &mut renderer, opts.format);
+                write_out(&out, &lines);
             }
             _ = lost_tick.tick() => {
                 let total = guard.lost_events().unwrap_or(lost_total);
@@ -144,6 +141,26 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let _ = out.lock().flush();
     let _ = std::io::stderr().as_raw_fd();
     Ok(())
+}
+
+/// Renders every event waiting in the ring buffer.
+fn drain(rb: &mut RingBuf<MapData>, renderer: &mut Renderer, format: Format) -> String {
+    let mut lines = String::new();
+    while let Some(item) = rb.next() {
+        if let Some(ev) = parse_event(&item) {
+            lines.push_str(&renderer.render(&ev).line(format));
+            lines.push('\n');
+        }
+    }
+    lines
+}
+
+fn write_out(out: &std::io::Stdout, lines: &str) {
+    if !lines.is_empty() {
+        let mut o = out.lock();
+        let _ = o.write_all(lines.as_bytes());
+        let _ = o.flush();
+    }
 }
 
 fn exe_paths(p: &Policy) -> Vec<PathBuf> {

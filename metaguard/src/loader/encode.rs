@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 use metaguard_common::{
-    addr::{key_from_v4_octets, V4_MAPPED_PREFIX_BITS},
+    addr::{is_v4_mapped, key_from_v4_octets, prefilter_bucket, PREFILTER_BUCKETS, V4_MAPPED_PREFIX_BITS},
     maps::{
         Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry, CONFIG_ENFORCE, CONFIG_GUARD_ALL,
         EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, PORT_ANY, PROTECTED_AUDIT,
@@ -49,6 +49,8 @@ impl KeyPrefix {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Encoded {
     pub config: Config,
+    /// Pre-filter buckets (see `addr::prefilter_index`) holding a protected prefix.
+    pub prefilter: Vec<u32>,
     pub prefixes: Vec<(KeyPrefix, PrefixInfo)>,
     pub ports: Vec<(PortKey, Protected)>,
     pub exes: Vec<(ExeKey, ExeEntry)>,
@@ -86,6 +88,17 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
         .map(|(i, e)| (i, e.prefixes.iter().map(KeyPrefix::from_net).collect()))
         .collect();
     let all: BTreeSet<KeyPrefix> = eps.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    out.prefilter = (0..PREFILTER_BUCKETS)
+        .filter(|&i| {
+            let (bits, key) = prefilter_bucket(i);
+            let bucket = KeyPrefix { bits, key };
+            // IPv4-mapped keys are looked up in the IPv4 buckets only.
+            let v6_bucket = i >= 256;
+            all.iter()
+                .filter(|p| !(v6_bucket && p.bits >= V4_MAPPED_PREFIX_BITS && is_v4_mapped(&p.key)))
+                .any(|p| p.covers(&bucket) || bucket.covers(p))
+        })
+        .collect();
     let mut set_ids: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
     for p in &all {
         let covering: Vec<usize> = eps.iter().filter(|(_, ps)| ps.iter().any(|q| q.covers(p))).map(|(i, _)| *i).collect();
@@ -264,6 +277,19 @@ mod tests {
         // Elsewhere in the /16: only "linklocal", on every port.
         assert!(at(&enc, net.set, 80).is_none());
         assert!(at(&enc, net.set, PORT_ANY).unwrap().rules.contains(0));
+    }
+
+    #[test]
+    fn prefilter_marks_only_buckets_with_protected_prefixes() {
+        let p = policy(
+            vec![endpoint("e", &["169.254.169.254/32", "fd00:ec2::254/128", "100.64.0.0/10"], None, Mode::Enforce)],
+            vec![],
+        );
+        let enc = encode(&p, 1);
+        assert_eq!(enc.prefilter, vec![100, 169, 256 + 0xfd]);
+        // A prefix wider than a bucket marks every bucket it covers.
+        let wide = policy(vec![endpoint("w", &["8.0.0.0/6"], None, Mode::Enforce)], vec![]);
+        assert_eq!(encode(&wide, 1).prefilter, vec![8, 9, 10, 11]);
     }
 
     #[test]

@@ -11,7 +11,10 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
     Ebpf, EbpfLoader,
 };
-use metaguard_common::maps::{names, PrefixInfo, MAX_CGROUP_LEVEL};
+use metaguard_common::{
+    addr::PREFILTER_BUCKETS,
+    maps::{names, PrefixInfo, MAX_CGROUP_LEVEL},
+};
 
 use crate::policy::Policy;
 use encode::Encoded;
@@ -78,12 +81,25 @@ impl Guard {
             }
         }
         replace_hash(&mut self.ebpf, names::PORTS, &enc.ports)?;
+        self.write_prefilter(enc)?;
         replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
         replace_hash(&mut self.ebpf, names::UIDS, &enc.uids)?;
         replace_hash(&mut self.ebpf, names::GIDS, &enc.gids)?;
         replace_hash(&mut self.ebpf, names::CGROUPS, &enc.cgroups)?;
         let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
         cfg.set(0, enc.config, 0).context("CONFIG")?;
+        Ok(())
+    }
+
+    /// Marks the pre-filter buckets the policy needs, clears the others.
+    /// Runs after PREFIXES and PORTS hold the new entries, so a marked bucket
+    /// always finds them.
+    fn write_prefilter(&mut self, enc: &Encoded) -> Result<()> {
+        let mut m: Array<&mut MapData, u32> = map(&mut self.ebpf, names::PREFILTER)?;
+        for i in 0..PREFILTER_BUCKETS {
+            let v = u32::from(enc.prefilter.binary_search(&i).is_ok());
+            m.set(i, v, 0).context("PREFILTER")?;
+        }
         Ok(())
     }
 

@@ -19,7 +19,11 @@ fn main() -> anyhow::Result<()> {
         .join("metaguard-ebpf");
     let root = root.to_str().context("utf-8 path")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "metaguard-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "metaguard-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }

@@ -58,7 +58,10 @@ pub fn prefilter_index(k: &[u8; 16]) -> u32 {
 /// The prefix a pre-filter bucket stands for, as (prefix length, key).
 pub fn prefilter_bucket(i: u32) -> (u32, [u8; 16]) {
     if i < 256 {
-        (V4_MAPPED_PREFIX_BITS + 8, key_from_v4_octets([i as u8, 0, 0, 0]))
+        (
+            V4_MAPPED_PREFIX_BITS + 8,
+            key_from_v4_octets([i as u8, 0, 0, 0]),
+        )
     } else {
         let mut k = [0u8; 16];
         k[0] = (i - 256) as u8;
@@ -109,9 +112,19 @@ mod tests {
         let imds = key_from_v4_octets([169, 254, 169, 254]);
         assert_eq!(prefilter_index(&imds), 169);
         assert_eq!(prefilter_bucket(169).1[12], 169);
-        let v6: [u8; 16] = "fd00:ec2::254".parse::<core::net::Ipv6Addr>().unwrap().octets();
+        let v6: [u8; 16] = "fd00:ec2::254"
+            .parse::<core::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
         assert_eq!(prefilter_index(&v6), 256 + 0xfd);
-        assert_eq!(prefilter_bucket(256 + 0xfd), (8, { let mut k = [0; 16]; k[0] = 0xfd; k }));
+        assert_eq!(
+            prefilter_bucket(256 + 0xfd),
+            (8, {
+                let mut k = [0; 16];
+                k[0] = 0xfd;
+                k
+            })
+        );
     }
 
     #[test]

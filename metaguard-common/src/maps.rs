@@ -32,6 +32,7 @@ pub const MAX_PREFIXES: u32 = 4096;
 pub const MAX_PORT_ENTRIES: u32 = 16384;
 pub const MAX_EXES: u32 = 4096;
 pub const MAX_SUBJECTS: u32 = 4096;
+pub const MAX_SOCK_TAGS: u32 = 65536;
 /// Deepest cgroup level a rule may name (root = 0).
 pub const MAX_CGROUP_LEVEL: u32 = 31;
 
@@ -127,7 +128,7 @@ pub struct Config {
     pub any_cgroup: RuleSet,
 }
 
-/// Socket-local tag written when a connect or sendmsg decision lets a socket
+/// Tag (by socket cookie) written when a connect or sendmsg decision lets a socket
 /// reach a protected destination. The egress backstop passes packets to
 /// protected destinations only from sockets tagged for that destination.
 #[repr(C)]

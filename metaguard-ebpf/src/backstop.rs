@@ -4,8 +4,7 @@
 //! end here. Anything that cannot be parsed but goes to a protected address is
 //! treated as protected.
 use aya_ebpf::{
-    bindings::bpf_sock,
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get, bpf_skb_cgroup_id},
+    helpers::generated::{bpf_get_socket_cookie, bpf_skb_cgroup_id},
     programs::SkBuffContext,
 };
 use metaguard_common::{
@@ -81,25 +80,14 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
     }
 }
 
-/// The tag of the packet's socket; `None` when the packet has no full socket.
+/// The tag of the packet's socket; `None` when the packet has no socket.
 #[inline(always)]
 fn socket_tag(ctx: &SkBuffContext) -> Option<Option<SockTag>> {
-    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    if cookie == 0 {
         return None;
     }
-    let full = unsafe { bpf_sk_fullsock(sk) };
-    if full.is_null() {
-        return None;
-    }
-    let map = core::ptr::addr_of!(SOCK_TAGS) as *mut core::ffi::c_void;
-    let tag = unsafe { bpf_sk_storage_get(map, full as *mut _, core::ptr::null_mut(), 0) }
-        as *const SockTag;
-    Some(if tag.is_null() {
-        None
-    } else {
-        Some(unsafe { *tag })
-    })
+    Some(unsafe { SOCK_TAGS.get(&cookie) }.copied())
 }
 
 #[inline(always)]
@@ -173,6 +161,3 @@ fn dport_at(ctx: &SkBuffContext, l4: usize) -> Option<u16> {
     let p: [u8; 4] = ctx.load(l4).ok()?;
     Some(u16::from_be_bytes([p[2], p[3]]))
 }
-
-#[allow(dead_code)]
-fn _assert_types(_: *mut bpf_sock) {}

@@ -1,7 +1,7 @@
 //! The connect and sendmsg decision: is the destination protected, who is
 //! calling, what does the policy say; tag sockets that may go through.
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_cgroup_id,
+    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
     programs::SockAddrContext,
 };
@@ -143,8 +143,8 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
     }
 }
 
-/// Records on the socket that it may send to `key`:`port`; the egress
-/// backstop passes packets to protected destinations only with this tag.
+/// Records that the socket may send to `key`:`port`; the egress backstop
+/// passes packets to protected destinations only with this tag.
 #[inline(always)]
 fn tag_socket(
     ctx: &SockAddrContext,
@@ -154,17 +154,14 @@ fn tag_socket(
     action: Action,
     generation: u32,
 ) {
-    let tag = unsafe { SOCK_TAGS.get_or_insert_ptr_mut(ctx, None) };
-    if tag.is_null() {
-        return;
-    }
-    unsafe {
-        *tag = SockTag {
-            addr: key,
-            port,
-            hook: hook as u8,
-            action: action as u8,
-            generation,
-        };
-    }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let tag = SockTag {
+        addr: key,
+        port,
+        hook: hook as u8,
+        action: action as u8,
+        generation,
+    };
+    // A full map evicts the least recently used tag; nothing to do on error.
+    let _ = SOCK_TAGS.insert(&cookie, &tag, 0);
 }

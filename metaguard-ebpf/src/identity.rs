@@ -3,9 +3,9 @@
 //! the named cgroups among the caller's ancestors.
 use aya_ebpf::bindings::__sk_buff;
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel_str, bpf_skb_ancestor_cgroup_id,
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_probe_read_kernel_str,
+    bpf_skb_ancestor_cgroup_id,
 };
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use metaguard_common::{
     event::EXE_NAME_LEN,
     maps::{Config, ExeKey, MAX_CGROUP_LEVEL},
@@ -20,15 +20,14 @@ pub struct Exe {
     pub generation: u32,
 }
 
+/// Loads a field `off` bytes into the kernel object at `base`. `base` comes
+/// from `bpf_get_current_task_btf` (a BTF-typed pointer), so the verifier
+/// checks each load against the kernel's BTF and turns it into a
+/// fault-tolerant direct load: no probe-read helper calls on the decision
+/// path. The offsets are load-time constants (a frozen read-only global).
 #[inline(always)]
-unsafe fn read_ptr(base: u64, off: u32) -> Option<u64> {
-    if base == 0 {
-        return None;
-    }
-    match unsafe { bpf_probe_read_kernel((base + off as u64) as *const u64) } {
-        Ok(0) | Err(_) => None,
-        Ok(p) => Some(p),
-    }
+unsafe fn field<T: Copy>(base: u64, off: u32) -> T {
+    unsafe { core::ptr::read_volatile((base + off as u64) as *const T) }
 }
 
 /// Reads the current task's executable; `None` for kernel threads (no mm) or
@@ -41,23 +40,30 @@ pub fn current_exe(name: &mut [u8; EXE_NAME_LEN]) -> Option<Exe> {
         return None;
     }
     unsafe {
-        let task = bpf_get_current_task();
-        let mm = read_ptr(task, o.task_mm)?;
-        let file = read_ptr(mm, o.mm_exe_file)?;
-        let inode = read_ptr(file, o.file_inode)?;
-        let ino = bpf_probe_read_kernel((inode + o.inode_ino as u64) as *const u64).ok()?;
-        let sb = read_ptr(inode, o.inode_sb)?;
-        let dev = bpf_probe_read_kernel((sb + o.sb_dev as u64) as *const u32).ok()?;
-        let generation =
-            bpf_probe_read_kernel((inode + o.inode_generation as u64) as *const u32).unwrap_or(0);
-        if let Some(dentry) = read_ptr(file, o.file_dentry) {
-            if let Some(s) = read_ptr(dentry, o.dentry_name) {
-                bpf_probe_read_kernel_str(
-                    name.as_mut_ptr().cast(),
-                    EXE_NAME_LEN as u32,
-                    s as *const _,
-                );
-            }
+        let task = bpf_get_current_task_btf() as u64;
+        let mm: u64 = field(task, o.task_mm);
+        if mm == 0 {
+            return None;
+        }
+        let file: u64 = field(mm, o.mm_exe_file);
+        if file == 0 {
+            return None;
+        }
+        let inode: u64 = field(file, o.file_inode);
+        if inode == 0 {
+            return None;
+        }
+        let ino: u64 = field(inode, o.inode_ino);
+        let sb: u64 = field(inode, o.inode_sb);
+        if sb == 0 {
+            return None;
+        }
+        let dev: u32 = field(sb, o.sb_dev);
+        let generation: u32 = field(inode, o.inode_generation);
+        let dentry: u64 = field(file, o.file_dentry);
+        if dentry != 0 {
+            let s: u64 = field(dentry, o.dentry_name);
+            bpf_probe_read_kernel_str(name.as_mut_ptr().cast(), EXE_NAME_LEN as u32, s as *const _);
         }
         Some(Exe {
             key: ExeKey { ino, dev, _pad: 0 },

@@ -1,7 +1,7 @@
 //! The maps the daemon fills (policy) and reads (events, counters). Layouts
 //! live in `metaguard_common::maps`; names there match these statics.
 use aya_ebpf::{
-    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf, SkStorage},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use metaguard_common::{
@@ -9,7 +9,7 @@ use metaguard_common::{
     event::Event,
     maps::{
         Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry, MAX_EXES,
-        MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SUBJECTS,
+        MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SOCK_TAGS, MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
 };
@@ -39,7 +39,7 @@ pub static CGROUPS: HashMap<u64, SubjectEntry, { MAX_SUBJECTS as usize }> = Hash
 #[btf_map]
 pub static CONFIG: Array<Config, 1> = Array::new();
 
-pub const EVENTS_BYTES: usize = 256 * 1024;
+pub const EVENTS_BYTES: usize = 4 * 1024 * 1024;
 
 /// Events; a full buffer is counted in `LOST`, never silent.
 #[btf_map]
@@ -48,8 +48,14 @@ pub static EVENTS: RingBuf<Event, EVENTS_BYTES> = RingBuf::new();
 #[btf_map]
 pub static LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
 
+/// Tags of sockets allowed to reach a protected destination, by socket
+/// cookie (unique for the host's uptime, never reused). An LRU hash rather
+/// than socket-local storage: its entries are preallocated, where creating
+/// socket storage allocates on the decision path.
+/// Closed sockets' tags age out; a live socket whose tag was evicted (after
+/// `MAX_SOCK_TAGS` newer allowed sockets) fails closed at the backstop.
 #[btf_map]
-pub static SOCK_TAGS: SkStorage<SockTag> = SkStorage::new();
+pub static SOCK_TAGS: LruHashMap<u64, SockTag, { MAX_SOCK_TAGS as usize }> = LruHashMap::new();
 
 /// Set by the daemon at load time from the kernel's BTF.
 #[unsafe(no_mangle)]

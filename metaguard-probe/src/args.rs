@@ -109,7 +109,10 @@ pub fn parse(args: &[String]) -> Result<Opts, (String, String)> {
             }
             "--src" => {
                 let v = value(i)?;
-                src = Some(v.parse().map_err(|_| err(format!("bad --src {v:?}: an IPv4 address")))?);
+                src = Some(
+                    v.parse()
+                        .map_err(|_| err(format!("bad --src {v:?}: an IPv4 address")))?,
+                );
                 i += 2;
             }
             "--then" => {

@@ -18,7 +18,10 @@ use metaguard_sandbox::{addrs, Sandbox};
 const CONNECTS: &str = "2000";
 /// Rounds per run; METAGUARD_BENCH_ROUNDS overrides it for quick looks.
 fn rounds() -> usize {
-    std::env::var("METAGUARD_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7)
+    std::env::var("METAGUARD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7)
 }
 
 struct StatsSwitch(String);
@@ -40,17 +43,44 @@ impl Drop for StatsSwitch {
 
 fn probe() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("metaguard-probe");
-    assert!(p.exists(), "{} missing: cargo build --release -p metaguard-probe", p.display());
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("metaguard-probe");
+    assert!(
+        p.exists(),
+        "{} missing: cargo build --release -p metaguard-probe",
+        p.display()
+    );
     p
 }
 
-/// Median connect+close latency (ns) of one probe run.
-fn connect_median(sb: &Sandbox, probe: &PathBuf, addr: &str) -> f64 {
-    let out = sb.client(probe).args(["connect-loop", addr, "80", "--count", CONNECTS]).output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
-    assert!(out.status.success(), "connect-loop to {addr} failed: {v}");
+/// Median connect+close latency (ns) of one probe run; `denied` runs must
+/// fail every connect with EPERM.
+fn connect_median(sb: &Sandbox, probe: &PathBuf, addr: &str, denied: bool) -> f64 {
+    let out = sb
+        .client(probe)
+        .args(["connect-loop", addr, "80", "--count", CONNECTS])
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    if denied {
+        assert_eq!(
+            v["errors"]["EPERM"].as_u64(),
+            CONNECTS.parse().ok(),
+            "denied run: {v}"
+        );
+    } else {
+        assert!(out.status.success(), "connect-loop to {addr} failed: {v}");
+    }
     v["median_ns"].as_f64().unwrap()
+}
+
+fn per_run(a: (u64, u64), b: (u64, u64)) -> f64 {
+    (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -89,13 +119,19 @@ fn main() {
     let prot = addrs::IMDS_V4.to_string();
 
     let (mut base_u, mut base_p, mut mg_u, mut mg_p) = (vec![], vec![], vec![], vec![]);
-    let (mut ns_u, mut ns_p) = (vec![], vec![]);
+    let (mut ns_u, mut ns_p, mut ns_d, mut mg_d) = (vec![], vec![], vec![], vec![]);
+    let copy = tmp.0.join("probe-copy");
+    std::fs::copy(&probe, &copy).unwrap();
     for round in 0..rounds() {
         // Alternate the order each round so drift hits both sides alike.
-        for guarded in if round % 2 == 0 { [false, true] } else { [true, false] } {
+        for guarded in if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
             if !guarded {
-                base_u.push(connect_median(&sb, &probe, &unprot));
-                base_p.push(connect_median(&sb, &probe, &prot));
+                base_u.push(connect_median(&sb, &probe, &unprot, false));
+                base_p.push(connect_median(&sb, &probe, &prot, false));
                 continue;
             }
             let mut guard = Guard::load().unwrap();
@@ -103,22 +139,57 @@ fn main() {
             guard.attach(sb.cgroup_dir()).unwrap();
             let drain = Drainer::start(&mut guard);
             let s0 = prog_stats(&guard, "connect4");
-            mg_u.push(connect_median(&sb, &probe, &unprot));
+            mg_u.push(connect_median(&sb, &probe, &unprot, false));
             let s1 = prog_stats(&guard, "connect4");
-            mg_p.push(connect_median(&sb, &probe, &prot));
+            mg_p.push(connect_median(&sb, &probe, &prot, false));
             let s2 = prog_stats(&guard, "connect4");
-            ns_u.push((s1.0 - s0.0) as f64 / (s1.1 - s0.1).max(1) as f64);
-            ns_p.push((s2.0 - s1.0) as f64 / (s2.1 - s1.1).max(1) as f64);
+            mg_d.push(connect_median(&sb, &copy, &prot, true));
+            let s3 = prog_stats(&guard, "connect4");
+            ns_u.push(per_run(s0, s1));
+            ns_p.push(per_run(s1, s2));
+            ns_d.push(per_run(s2, s3));
             drain.stop();
             drop(guard);
         }
     }
-    let (bu, bp, gu, gp) = (median(&mut base_u), median(&mut base_p), median(&mut mg_u), median(&mut mg_p));
+    let (bu, bp, gu, gp) = (
+        median(&mut base_u),
+        median(&mut base_p),
+        median(&mut mg_u),
+        median(&mut mg_p),
+    );
     println!("metaguard connect benchmark: {} rounds x {CONNECTS} connect+close per cell, medians of round medians", rounds());
-    println!("{:<44} {:>12} {:>14} {:>8}", "destination", "no guard ns", "metaguard ns", "ratio");
-    println!("{:<44} {:>12.0} {:>14.0} {:>8.3}", format!("unprotected {unprot}:80"), bu, gu, gu / bu);
-    println!("{:<44} {:>12.0} {:>14.0} {:>8.3}", format!("protected {prot}:80 (allowed client)"), bp, gp, gp / bp);
-    println!("connect4 run time per decision (bpf_stats): unprotected {:.0} ns, protected {:.0} ns", median(&mut ns_u), median(&mut ns_p));
+    println!(
+        "{:<44} {:>12} {:>14} {:>8}",
+        "destination", "no guard ns", "metaguard ns", "ratio"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>14.0} {:>8.3}",
+        format!("unprotected {unprot}:80"),
+        bu,
+        gu,
+        gu / bu
+    );
+    println!(
+        "{:<44} {:>12.0} {:>14.0} {:>8.3}",
+        format!("protected {prot}:80 (allowed client)"),
+        bp,
+        gp,
+        gp / bp
+    );
+    println!(
+        "{:<44} {:>12} {:>14.0} {:>8}",
+        format!("protected {prot}:80 (denied client, EPERM)"),
+        "-",
+        median(&mut mg_d),
+        "-"
+    );
+    println!(
+        "connect4 run time per decision (bpf_stats): unprotected {:.0} ns, protected allowed {:.0} ns, protected denied {:.0} ns",
+        median(&mut ns_u),
+        median(&mut ns_p),
+        median(&mut ns_d)
+    );
 }
 
 /// Reads and discards events while the benchmark runs, so the kernel pays

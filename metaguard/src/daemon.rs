@@ -46,7 +46,11 @@ pub fn cgroup_dir(arg: Option<&Path>) -> Result<PathBuf> {
         Some(p) => mount.join(p.strip_prefix("/").unwrap_or(p)),
     };
     if !dir.join("cgroup.procs").exists() {
-        bail!("{} is not a cgroup v2 directory (cgroup2 is mounted at {})", dir.display(), mount.display());
+        bail!(
+            "{} is not a cgroup v2 directory (cgroup2 is mounted at {})",
+            dir.display(),
+            mount.display()
+        );
     }
     Ok(dir)
 }
@@ -76,7 +80,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (exe_tx, mut exe_rx) = mpsc::unbounded_channel();
     let mut watcher = policy::ExeWatcher::new(exe_paths(&current), exe_tx.clone()).ok();
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd.
-    let mut events = unsafe { AsyncFd::register(events) }.map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
+    let mut events = unsafe { AsyncFd::register(events) }
+        .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -164,7 +169,10 @@ fn write_out(out: &std::io::Stdout, lines: &str) {
 }
 
 fn exe_paths(p: &Policy) -> Vec<PathBuf> {
-    p.rules.iter().filter_map(|r| r.exe.as_ref().map(|x| x.path.clone())).collect()
+    p.rules
+        .iter()
+        .filter_map(|r| r.exe.as_ref().map(|x| x.path.clone()))
+        .collect()
 }
 
 /// A rule's executable changed on disk: take its new identity. A missing
@@ -176,7 +184,10 @@ fn reresolve(p: &mut Policy, path: &Path) -> Result<()> {
                 Ok(id) => x.id = id,
                 Err(e) => {
                     x.id = crate::sys::exe::ExeId::NONE;
-                    bail!("{} is gone ({e}); its rules match nothing until it returns", path.display());
+                    bail!(
+                        "{} is gone ({e}); its rules match nothing until it returns",
+                        path.display()
+                    );
                 }
             }
         }

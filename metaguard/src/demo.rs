@@ -46,7 +46,12 @@ impl Daemon {
             .context("starting metaguard run")?;
         let stdout = child.stdout.take().context("stdout")?;
         let stderr = child.stderr.take().context("stderr")?;
-        std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(on_event));
+        std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(on_event)
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -102,7 +107,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Result<TempDir> {
-        let p = std::env::temp_dir().join(format!("metaguard-{tag}-{}-{}", std::process::id(), nanos()));
+        let p = std::env::temp_dir().join(format!(
+            "metaguard-{tag}-{}-{}",
+            std::process::id(),
+            nanos()
+        ));
         std::fs::create_dir_all(&p)?;
         Ok(TempDir(p))
     }
@@ -115,7 +124,10 @@ impl Drop for TempDir {
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// The probe client installed next to this binary.
@@ -145,27 +157,77 @@ pub fn run(format: Format) -> Result<()> {
 
     println!("== metaguard demo ==");
     println!("A sandbox: a client network namespace and cgroup, and a fake metadata service at");
-    println!("{} and [{}] in a namespace of its own. Policy ({}):\n", addrs::IMDS_V4, addrs::IMDS_V6, policy.display());
+    println!(
+        "{} and [{}] in a namespace of its own. Policy ({}):\n",
+        addrs::IMDS_V4,
+        addrs::IMDS_V6,
+        policy.display()
+    );
     println!("{}", std::fs::read_to_string(&policy)?);
     let sb = Sandbox::create("demo")?;
-    let mut daemon = Daemon::start(&std::env::current_exe()?, &policy, sb.cgroup_dir(), format, |line| println!("  event: {line}"))?;
+    let mut daemon = Daemon::start(
+        &std::env::current_exe()?,
+        &policy,
+        sb.cgroup_dir(),
+        format,
+        |line| println!("  event: {line}"),
+    )?;
 
     let imds = addrs::IMDS_V4.to_string();
     let imds6 = addrs::IMDS_V6.to_string();
     let unprotected = addrs::UNPROTECTED_V4.to_string();
     let scenarios = [
-        Scenario { title: "the allowed program reads the instance id", program: probe.clone(), args: args(&["tcp", &imds, "80"]), expect_ok: true },
-        Scenario { title: "the allowed program over IPv6", program: probe.clone(), args: args(&["tcp", &imds6, "80"]), expect_ok: true },
-        Scenario { title: "a byte-identical copy of the allowed program", program: copy.clone(), args: args(&["tcp", &imds, "80"]), expect_ok: false },
-        Scenario { title: "the copy, through a dual-stack socket (::ffff:169.254.169.254)", program: copy.clone(), args: args(&["tcp6-mapped", &imds, "80"]), expect_ok: false },
-        Scenario { title: "the copy, sending UDP", program: copy.clone(), args: args(&["udp-sendto", &imds, "80"]), expect_ok: false },
-        Scenario { title: "the copy, reaching an unprotected host", program: copy.clone(), args: args(&["tcp", &unprotected, "80", "--path", "/"]), expect_ok: true },
+        Scenario {
+            title: "the allowed program reads the instance id",
+            program: probe.clone(),
+            args: args(&["tcp", &imds, "80"]),
+            expect_ok: true,
+        },
+        Scenario {
+            title: "the allowed program over IPv6",
+            program: probe.clone(),
+            args: args(&["tcp", &imds6, "80"]),
+            expect_ok: true,
+        },
+        Scenario {
+            title: "a byte-identical copy of the allowed program",
+            program: copy.clone(),
+            args: args(&["tcp", &imds, "80"]),
+            expect_ok: false,
+        },
+        Scenario {
+            title: "the copy, through a dual-stack socket (::ffff:169.254.169.254)",
+            program: copy.clone(),
+            args: args(&["tcp6-mapped", &imds, "80"]),
+            expect_ok: false,
+        },
+        Scenario {
+            title: "the copy, sending UDP",
+            program: copy.clone(),
+            args: args(&["udp-sendto", &imds, "80"]),
+            expect_ok: false,
+        },
+        Scenario {
+            title: "the copy, reaching an unprotected host",
+            program: copy.clone(),
+            args: args(&["tcp", &unprotected, "80", "--path", "/"]),
+            expect_ok: true,
+        },
     ];
     let mut failures = vec![];
     for s in &scenarios {
-        println!("\n-> {}: {} {}", s.title, s.program.display(), s.args.join(" "));
+        println!(
+            "\n-> {}: {} {}",
+            s.title,
+            s.program.display(),
+            s.args.join(" ")
+        );
         sb.clear_log();
-        let out = sb.client(&s.program).args(&s.args).output().context("running a client")?;
+        let out = sb
+            .client(&s.program)
+            .args(&s.args)
+            .output()
+            .context("running a client")?;
         let result = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let ok = out.status.success();
         std::thread::sleep(Duration::from_millis(300)); // let its event print first

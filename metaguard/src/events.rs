@@ -167,7 +167,10 @@ impl Renderer {
             gid: task.then_some(ev.gid),
             comm: task.then(|| cstr(&ev.comm)),
             exe,
-            cgroup: CgroupInfo { id: ev.cgroup_id, path: self.cgroup_path(ev.cgroup_id) },
+            cgroup: CgroupInfo {
+                id: ev.cgroup_id,
+                path: self.cgroup_path(ev.cgroup_id),
+            },
             destination: Destination {
                 address: display_addr(&ev.daddr).to_string(),
                 port: (ev.flags & EVENT_NO_PORT == 0).then_some(ev.dport),
@@ -203,12 +206,17 @@ impl Renderer {
         let ns = boot_ns as i128 + self.boot_offset_ns;
         time::OffsetDateTime::from_unix_timestamp_nanos(ns)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_default()
     }
 
     pub fn now(&self) -> String {
-        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
     }
 }
 
@@ -217,10 +225,15 @@ fn walk_cgroups(root: &Path, dir: &Path, depth: u32, out: &mut HashMap<u64, Stri
         return;
     }
     if let Ok(m) = std::fs::metadata(dir) {
-        let rel = dir.strip_prefix(root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+        let rel = dir
+            .strip_prefix(root)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_default();
         out.insert(m.ino(), rel);
     }
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             walk_cgroups(root, &e.path(), depth + 1, out);
@@ -230,7 +243,10 @@ fn walk_cgroups(root: &Path, dir: &Path, depth: u32, out: &mut HashMap<u64, Stri
 
 fn boot_offset_ns() -> i128 {
     let now = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         unsafe { libc::clock_gettime(clock, &mut ts) };
         ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
     };
@@ -241,7 +257,12 @@ fn name_at(names: &[String], i: u16) -> Option<String> {
     if i == NONE_U16 {
         None
     } else {
-        Some(names.get(i as usize).cloned().unwrap_or_else(|| format!("#{i}")))
+        Some(
+            names
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("#{i}")),
+        )
     }
 }
 
@@ -275,13 +296,20 @@ impl Decision {
     }
 
     fn text(&self) -> String {
-        let dest = match (self.destination.port, self.destination.address.contains(':')) {
+        let dest = match (
+            self.destination.port,
+            self.destination.address.contains(':'),
+        ) {
             (Some(p), true) => format!("[{}]:{p}", self.destination.address),
             (Some(p), false) => format!("{}:{p}", self.destination.address),
             (None, _) => self.destination.address.clone(),
         };
         let who = match (&self.exe, self.pid) {
-            (Some(x), Some(pid)) => format!("pid={pid} uid={} exe={}", self.uid, x.path.clone().unwrap_or_else(|| x.name.clone())),
+            (Some(x), Some(pid)) => format!(
+                "pid={pid} uid={} exe={}",
+                self.uid,
+                x.path.clone().unwrap_or_else(|| x.name.clone())
+            ),
             (_, Some(pid)) => format!("pid={pid} uid={}", self.uid),
             _ => format!("socket-uid={}", self.uid),
         };

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use metaguard::{daemon, demo, events::Format, policy};
 
 #[derive(Parser)]
-#[command(name = "metaguard", version, about = "Deny-by-default, in-kernel guard for cloud metadata services")]
+#[command(
+    name = "metaguard",
+    version,
+    about = "Deny-by-default, in-kernel guard for cloud metadata services"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,9 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a policy file and print what it compiles to (exit 2 on errors).
-    Check {
-        policy: PathBuf,
-    },
+    Check { policy: PathBuf },
     /// Load the kernel programs, enforce the policy, print one event per decision.
     Run {
         #[arg(long)]
@@ -47,9 +49,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { policy, cgroup, format } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            match rt.block_on(daemon::run(daemon::RunOptions { policy, cgroup, format })) {
+        Command::Run {
+            policy,
+            cgroup,
+            format,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(daemon::run(daemon::RunOptions {
+                policy,
+                cgroup,
+                format,
+            })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("metaguard: {e:#}");

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn metaguard(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_metaguard")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_metaguard"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -24,7 +27,10 @@ fn check_prints_the_compiled_policy() {
     let p = write("good.toml", "include = [\"aws\"]\n\n[[allow]]\nname = \"sh\"\nexe = \"/bin/sh\"\nendpoints = [\"aws-imds\"]\n");
     let (code, out, err) = metaguard(&["check", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("aws-imds [preset aws]: 169.254.169.254/32, fd00:ec2::254/128"), "{out}");
+    assert!(
+        out.contains("aws-imds [preset aws]: 169.254.169.254/32, fd00:ec2::254/128"),
+        "{out}"
+    );
     assert!(out.contains("sh -> aws-imds"), "{out}");
 }
 
@@ -76,8 +82,20 @@ fn run_refuses_a_missing_cgroup() {
         eprintln!("SKIPPED run_refuses_a_missing_cgroup: needs root");
         return;
     }
-    let p = write("run-ok.toml", "include = [\"aws\"]\n\n[[allow]]\nname = \"sh\"\nexe = \"/bin/sh\"\n");
-    let (code, _, err) = metaguard(&["run", "--policy", p.to_str().unwrap(), "--cgroup", "/no-such-metaguard-cgroup"]);
+    let p = write(
+        "run-ok.toml",
+        "include = [\"aws\"]\n\n[[allow]]\nname = \"sh\"\nexe = \"/bin/sh\"\n",
+    );
+    let (code, _, err) = metaguard(&[
+        "run",
+        "--policy",
+        p.to_str().unwrap(),
+        "--cgroup",
+        "/no-such-metaguard-cgroup",
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("no-such-metaguard-cgroup is not a cgroup v2 directory"), "{err}");
+    assert!(
+        err.contains("no-such-metaguard-cgroup is not a cgroup v2 directory"),
+        "{err}"
+    );
 }

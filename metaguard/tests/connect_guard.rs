@@ -25,8 +25,15 @@ fn tcp_ipv4_allowed_program_and_denied_copy() {
     assert_eq!(env.requests_for(ID_PATH), 1);
 
     let denied = env.run(&env.copy, &["tcp", IMDS, "80"]);
-    assert!(denied.denied(), "copy of the probe must get EPERM: {denied:?}");
-    assert_eq!(env.requests_for(ID_PATH), 1, "the denied request must never arrive");
+    assert!(
+        denied.denied(),
+        "copy of the probe must get EPERM: {denied:?}"
+    );
+    assert_eq!(
+        env.requests_for(ID_PATH),
+        1,
+        "the denied request must never arrive"
+    );
 
     let ev = env
         .wait_event(|e| e["action"] == "deny" && e["hook"] == "connect4")
@@ -46,11 +53,22 @@ fn tcp_ipv4_allowed_program_and_denied_copy() {
     assert_eq!(ev["exe"]["name"], "probe-copy");
     let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&env.copy).unwrap());
     assert_eq!(ev["exe"]["ino"].as_u64(), Some(ino));
-    assert_eq!(ev["exe"]["path"], env.copy.to_str().unwrap());
+    // The path is a label read from /proc while the process lives; the
+    // identity (dev, ino) is the kernel's and is always there.
+    assert!(
+        ev["exe"]["path"] == env.copy.to_str().unwrap() || ev["exe"]["path"].is_null(),
+        "{ev}"
+    );
+    assert!(ev["exe"]["dev"].as_str().unwrap().contains(':'));
     assert_eq!(ev["cgroup"]["path"], env.sb.cgroup_rel());
-    assert!(ev["time"].as_str().unwrap().contains('T'), "RFC 3339 time: {ev}");
+    assert!(
+        ev["time"].as_str().unwrap().contains('T'),
+        "RFC 3339 time: {ev}"
+    );
 
-    let allow = env.wait_event(|e| e["action"] == "allow").expect("an allow event");
+    let allow = env
+        .wait_event(|e| e["action"] == "allow")
+        .expect("an allow event");
     assert_eq!(allow["rule"], "probe");
     assert_eq!(allow["exe"]["path"], env.probe.to_str().unwrap());
 }
@@ -61,22 +79,37 @@ fn tcp_ipv6_and_ipv4_mapped() {
     assert!(env.run(&env.probe, &["tcp", IMDS6, "80"]).ok());
     let d = env.run(&env.copy, &["tcp", IMDS6, "80"]);
     assert!(d.denied(), "{d:?}");
-    assert!(env.wait_event(|e| e["action"] == "deny" && e["hook"] == "connect6" && e["destination"]["address"] == IMDS6).is_some());
+    assert!(env
+        .wait_event(|e| e["action"] == "deny"
+            && e["hook"] == "connect6"
+            && e["destination"]["address"] == IMDS6)
+        .is_some());
 
     // ::ffff:169.254.169.254 on a dual-stack socket reaches connect6, not connect4.
     assert!(env.run(&env.probe, &["tcp6-mapped", IMDS, "80"]).ok());
     let d = env.run(&env.copy, &["tcp6-mapped", IMDS, "80"]);
     assert!(d.denied(), "{d:?}");
     assert!(env
-        .wait_event(|e| e["action"] == "deny" && e["hook"] == "connect6" && e["destination"]["address"] == IMDS)
+        .wait_event(|e| e["action"] == "deny"
+            && e["hook"] == "connect6"
+            && e["destination"]["address"] == IMDS)
         .is_some());
-    assert_eq!(env.requests_for(ID_PATH), 2, "only the allowed requests arrived");
+    assert_eq!(
+        env.requests_for(ID_PATH),
+        2,
+        "only the allowed requests arrived"
+    );
 }
 
 #[test]
 fn other_spellings_of_the_address() {
     let env = env_or_skip!("spell", PROBE_ONLY);
-    for spelling in ["2852039166", "0xa9fea9fe", "0251.0376.0251.0376", "169.254.43518"] {
+    for spelling in [
+        "2852039166",
+        "0xa9fea9fe",
+        "0251.0376.0251.0376",
+        "169.254.43518",
+    ] {
         let d = env.run(&env.copy, &["tcp", spelling, "80"]);
         assert!(d.denied(), "{spelling}: {d:?}");
     }
@@ -100,7 +133,10 @@ fn udp_unconnected_and_connected_both_families() {
         let d = env.run(&env.copy, &[mode, addr, "80", "--payload", "denied"]);
         assert!(d.denied(), "{mode} {addr}: {d:?}");
         assert!(
-            env.wait_event(|e| e["action"] == "deny" && e["hook"] == *hook && e["protocol"] == "udp").is_some(),
+            env.wait_event(|e| e["action"] == "deny"
+                && e["hook"] == *hook
+                && e["protocol"] == "udp")
+                .is_some(),
             "{mode} {addr}: deny event from {hook}"
         );
         let a = env.run(&env.probe, &[mode, addr, "80", "--payload", "allowed"]);
@@ -108,8 +144,14 @@ fn udp_unconnected_and_connected_both_families() {
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let got = env.sb.datagrams();
-    assert!(got.iter().all(|d| d.payload != b"denied"), "a denied datagram arrived");
-    assert_eq!(got.iter().filter(|d| d.payload == b"allowed").count(), cases.len());
+    assert!(
+        got.iter().all(|d| d.payload != b"denied"),
+        "a denied datagram arrived"
+    );
+    assert_eq!(
+        got.iter().filter(|d| d.payload == b"allowed").count(),
+        cases.len()
+    );
 }
 
 #[test]
@@ -130,7 +172,10 @@ fn mptcp_both_families() {
     for addr in [IMDS, IMDS6] {
         let d = env.run(&env.copy, &["mptcp", addr, "80"]);
         if d.unsupported() {
-            eprintln!("SKIPPED mptcp: this kernel has no MPTCP ({})", d.stderr.trim());
+            eprintln!(
+                "SKIPPED mptcp: this kernel has no MPTCP ({})",
+                d.stderr.trim()
+            );
             return;
         }
         assert!(d.denied(), "{addr}: {d:?}");
@@ -146,7 +191,10 @@ fn io_uring_connects() {
     for mode in ["uring", "uring-sqpoll"] {
         let d = env.run(&env.copy, &[mode, IMDS, "80"]);
         if d.unsupported() {
-            eprintln!("SKIPPED {mode}: io_uring unavailable here ({})", d.stderr.trim());
+            eprintln!(
+                "SKIPPED {mode}: io_uring unavailable here ({})",
+                d.stderr.trim()
+            );
             continue;
         }
         assert!(d.denied(), "{mode}: {d:?}");
@@ -159,10 +207,19 @@ fn io_uring_connects() {
 fn fork_keeps_identity_exec_changes_it() {
     let env = env_or_skip!("exec", PROBE_ONLY);
     let forked = env.run(&env.probe, &["fork", IMDS, "80", "--then", "tcp"]);
-    assert!(forked.ok(), "forked child of the allowed program: {forked:?}");
+    assert!(
+        forked.ok(),
+        "forked child of the allowed program: {forked:?}"
+    );
     let copy = env.copy.to_str().unwrap().to_string();
-    let execd = env.run(&env.probe, &["exec", IMDS, "80", "--exec", &copy, "tcp", IMDS, "80"]);
-    assert_eq!(execd.code, 1, "child exec'ing another binary must be denied: {execd:?}");
+    let execd = env.run(
+        &env.probe,
+        &["exec", IMDS, "80", "--exec", &copy, "tcp", IMDS, "80"],
+    );
+    assert_eq!(
+        execd.code, 1,
+        "child exec'ing another binary must be denied: {execd:?}"
+    );
     assert_eq!(env.requests_for(ID_PATH), 1);
 }
 
@@ -176,7 +233,11 @@ fn dynamic_loader_runs_as_the_loader() {
     let probe = env.probe.to_str().unwrap().to_string();
     let d = env.run(std::path::Path::new(loader), &[&probe, "tcp", IMDS, "80"]);
     assert!(d.denied(), "ld.so <allowed> runs the loader's image: {d:?}");
-    assert!(env.wait_event(|e| e["action"] == "deny" && e["exe"]["name"].as_str().unwrap_or("").starts_with("ld-")).is_some());
+    assert!(env
+        .wait_event(
+            |e| e["action"] == "deny" && e["exe"]["name"].as_str().unwrap_or("").starts_with("ld-")
+        )
+        .is_some());
     assert_eq!(env.requests_for(ID_PATH), 0);
 }
 
@@ -188,8 +249,14 @@ fn bind_mount_over_the_allowed_path() {
         copy = env.copy.display(),
         probe = env.probe.display()
     );
-    let d = env.run(std::path::Path::new("unshare"), &["--mount", "--propagation", "private", "sh", "-c", &script]);
-    assert_eq!(d.code, 1, "another file mounted over the allowed path: {d:?}");
+    let d = env.run(
+        std::path::Path::new("unshare"),
+        &["--mount", "--propagation", "private", "sh", "-c", &script],
+    );
+    assert_eq!(
+        d.code, 1,
+        "another file mounted over the allowed path: {d:?}"
+    );
     assert_eq!(d.json["error"], "EPERM");
     assert_eq!(env.requests_for(ID_PATH), 0);
     // The host's view is untouched: the real file is still allowed.
@@ -217,11 +284,17 @@ fn replaced_binary_is_denied_until_it_is_the_named_file_again() {
         if env.run(&agent, &["connect-only", IMDS, "80"]).ok() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the new file at the named path was not re-resolved within 5 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new file at the named path was not re-resolved within 5 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let d = env.run(&old, &["tcp", IMDS, "80"]);
-    assert!(d.denied(), "the old file is no longer the one the policy names: {d:?}");
+    assert!(
+        d.denied(),
+        "the old file is no longer the one the policy names: {d:?}"
+    );
 }
 
 #[test]
@@ -236,7 +309,10 @@ fn raw_socket_is_stopped_by_the_egress_backstop() {
         .wait_event(|e| e["hook"] == "egress" && e["action"] == "deny" && e["protocol"] == "udp")
         .is_some());
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(env.sb.datagrams().iter().all(|d| d.payload != b"raw"), "a raw packet reached the service");
+    assert!(
+        env.sb.datagrams().iter().all(|d| d.payload != b"raw"),
+        "a raw packet reached the service"
+    );
 }
 
 #[test]
@@ -244,19 +320,48 @@ fn nat_rewrite_to_a_protected_address_is_stopped() {
     let env = env_or_skip!("dnat", PROBE_ONLY);
     let un = addrs::UNPROTECTED_V4.to_string();
     // Sanity: the unprotected host is reachable before the rewrite.
-    assert!(env.run(&env.copy, &["tcp", &un, "80", "--path", "/unprotected"]).ok());
+    assert!(env
+        .run(&env.copy, &["tcp", &un, "80", "--path", "/unprotected"])
+        .ok());
     env.sb
         .in_client_ns(&["nft", "add table ip mgdnat"])
-        .and_then(|_| env.sb.in_client_ns(&["nft", "add chain ip mgdnat out { type nat hook output priority -100 ; }"]))
-        .and_then(|_| env.sb.in_client_ns(&["nft", &format!("add rule ip mgdnat out ip daddr {un} dnat to {IMDS}")]))
+        .and_then(|_| {
+            env.sb.in_client_ns(&[
+                "nft",
+                "add chain ip mgdnat out { type nat hook output priority -100 ; }",
+            ])
+        })
+        .and_then(|_| {
+            env.sb.in_client_ns(&[
+                "nft",
+                &format!("add rule ip mgdnat out ip daddr {un} dnat to {IMDS}"),
+            ])
+        })
         .expect("nft DNAT rule");
     let t = env.run(&env.copy, &["tcp", &un, "80", "--timeout-ms", "1500"]);
     assert!(!t.ok(), "TCP through DNAT must not connect: {t:?}");
-    let u = env.run(&env.copy, &["udp-sendto", &un, "80", "--payload", "natted", "--timeout-ms", "300"]);
+    let u = env.run(
+        &env.copy,
+        &[
+            "udp-sendto",
+            &un,
+            "80",
+            "--payload",
+            "natted",
+            "--timeout-ms",
+            "300",
+        ],
+    );
     assert!(u.code <= 1, "{u:?}");
-    assert!(env.wait_event(|e| e["hook"] == "egress" && e["action"] == "deny").is_some());
+    assert!(env
+        .wait_event(|e| e["hook"] == "egress" && e["action"] == "deny")
+        .is_some());
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(env.requests_for(ID_PATH), 0, "a request rewritten to the IMDS arrived");
+    assert_eq!(
+        env.requests_for(ID_PATH),
+        0,
+        "a request rewritten to the IMDS arrived"
+    );
     assert!(env.sb.datagrams().iter().all(|d| d.payload != b"natted"));
 }
 
@@ -265,14 +370,36 @@ fn packet_socket_is_a_documented_gap() {
     let env = env_or_skip!("packet", PROBE_ONLY);
     let iface = env.sb.veth_names().0.to_string();
     let src = addrs::CLIENT_V4.to_string();
-    let r = env.run(&env.copy, &["packet", IMDS, "80", "--iface", &iface, "--src", &src, "--payload", "via-af-packet"]);
+    let r = env.run(
+        &env.copy,
+        &[
+            "packet",
+            IMDS,
+            "80",
+            "--iface",
+            &iface,
+            "--src",
+            &src,
+            "--payload",
+            "via-af-packet",
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let arrived = env.sb.datagrams().iter().any(|d| d.payload == b"via-af-packet");
+    let arrived = env
+        .sb
+        .datagrams()
+        .iter()
+        .any(|d| d.payload == b"via-af-packet");
     // AF_PACKET frames pass no socket hook and no cgroup egress hook; with
     // CAP_NET_RAW a process can reach the endpoint. README's threat model says so.
-    eprintln!("AF_PACKET frame with CAP_NET_RAW reached the service: {arrived} (known gap, see README)");
-    assert!(arrived, "expected the documented AF_PACKET gap to be observable; if it closed, update the README");
+    eprintln!(
+        "AF_PACKET frame with CAP_NET_RAW reached the service: {arrived} (known gap, see README)"
+    );
+    assert!(
+        arrived,
+        "expected the documented AF_PACKET gap to be observable; if it closed, update the README"
+    );
 }
 
 #[test]
@@ -284,7 +411,10 @@ fn unprotected_destinations_are_untouched() {
     assert!(env.run(&env.copy, &["tcp", &un6, "80"]).ok());
     assert!(env.run(&env.copy, &["udp-sendto", &un, "80"]).ok());
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(env.events.lock().unwrap().is_empty(), "no decision (and no event) for unprotected destinations");
+    assert!(
+        env.events.lock().unwrap().is_empty(),
+        "no decision (and no event) for unprotected destinations"
+    );
 }
 
 #[test]
@@ -311,14 +441,25 @@ cgroups = ["{cgroup}"]
 "#;
     let env = env_or_skip!("subjects", policy);
     let as_nobody = env.run_as(&env.copy, &["tcp", IMDS, "80"], Some((65534, 65534)));
-    assert!(as_nobody.ok(), "uid 65534 is allowed by user rule: {as_nobody:?}");
+    assert!(
+        as_nobody.ok(),
+        "uid 65534 is allowed by user rule: {as_nobody:?}"
+    );
     let as_group = env.run_as(&env.copy, &["tcp", IMDS, "80"], Some((4243, 4242)));
-    assert!(as_group.ok(), "gid 4242 is allowed by group rule: {as_group:?}");
+    assert!(
+        as_group.ok(),
+        "gid 4242 is allowed by group rule: {as_group:?}"
+    );
     let other = env.run_as(&env.copy, &["tcp", IMDS, "80"], Some((4243, 4243)));
     assert!(other.denied(), "{other:?}");
-    assert!(env.run(&env.probe, &["tcp", IMDS, "80"]).ok(), "probe inside the named cgroup");
+    assert!(
+        env.run(&env.probe, &["tcp", IMDS, "80"]).ok(),
+        "probe inside the named cgroup"
+    );
     // Port 8080 is not protected by this policy.
-    assert!(env.run_as(&env.copy, &["tcp", IMDS, "8080"], Some((4243, 4243))).ok());
+    assert!(env
+        .run_as(&env.copy, &["tcp", IMDS, "8080"], Some((4243, 4243)))
+        .ok());
     let ev = env.wait_event(|e| e["rule"] == "group-4242").unwrap();
     assert_eq!(ev["gid"], 4242);
 }
@@ -349,9 +490,14 @@ exe = "{probe}"
 
 #[test]
 fn audit_mode_decides_and_blocks_nothing() {
-    let env = env_or_skip!("audit", &PROBE_ONLY.replace("mode = \"enforce\"", "mode = \"audit\""));
+    let env = env_or_skip!(
+        "audit",
+        &PROBE_ONLY.replace("mode = \"enforce\"", "mode = \"audit\"")
+    );
     assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).ok());
-    let ev = env.wait_event(|e| e["action"] == "audit").expect("audit event");
+    let ev = env
+        .wait_event(|e| e["action"] == "audit")
+        .expect("audit event");
     assert_eq!(ev["reason"], "no-matching-rule");
     assert_eq!(env.requests_for(ID_PATH), 1);
 }
@@ -359,13 +505,15 @@ fn audit_mode_decides_and_blocks_nothing() {
 #[test]
 fn ring_buffer_overflow_is_reported() {
     let env = env_or_skip!("lost", PROBE_ONLY);
-    // Stop the daemon's reader so the 256 KiB ring fills, then resume it.
+    // Stop the daemon's reader so the 4 MiB ring (about 23,800 events) fills, then resume it.
     let pid = env.daemon.pid() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let r = env.run(&env.copy, &["connect-loop", IMDS, "80", "--count", "4000"]);
+    let r = env.run(&env.copy, &["connect-loop", IMDS, "80", "--count", "30000"]);
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    assert_eq!(r.json["errors"]["EPERM"].as_u64(), Some(4000), "{r:?}");
-    let lost = env.wait_event(|e| e["type"] == "lost").expect("a lost-events report");
+    assert_eq!(r.json["errors"]["EPERM"].as_u64(), Some(30000), "{r:?}");
+    let lost = env
+        .wait_event(|e| e["type"] == "lost")
+        .expect("a lost-events report");
     assert!(lost["lost"].as_u64().unwrap() > 0);
     // Every decision is either delivered or counted as lost.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -373,13 +521,20 @@ fn ring_buffer_overflow_is_reported() {
         let (delivered, total_lost) = {
             let evs = env.events.lock().unwrap();
             let d = evs.iter().filter(|e| e["type"] == "decision").count() as u64;
-            let l = evs.iter().filter_map(|e| e["total_lost"].as_u64()).max().unwrap_or(0);
+            let l = evs
+                .iter()
+                .filter_map(|e| e["total_lost"].as_u64())
+                .max()
+                .unwrap_or(0);
             (d, l)
         };
-        if delivered + total_lost == 4000 {
+        if delivered + total_lost == 30000 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "delivered {delivered} + lost {total_lost} != 4000");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered {delivered} + lost {total_lost} != 30000"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -65,9 +65,19 @@ impl Btf {
         let hdr_len = u32_at(d, 4)? as usize;
         let (type_off, type_len) = (u32_at(d, 8)? as usize, u32_at(d, 12)? as usize);
         let (str_off, str_len) = (u32_at(d, 16)? as usize, u32_at(d, 20)? as usize);
-        let types_data = d.get(hdr_len + type_off..hdr_len + type_off + type_len).context("BTF type section out of bounds")?;
-        let strings = d.get(hdr_len + str_off..hdr_len + str_off + str_len).context("BTF string section out of bounds")?.to_vec();
-        let mut types = vec![Type { name_off: 0, kind: 0, type_ref: 0, members: vec![] }];
+        let types_data = d
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .context("BTF type section out of bounds")?;
+        let strings = d
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .context("BTF string section out of bounds")?
+            .to_vec();
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            type_ref: 0,
+            members: vec![],
+        }];
         let mut p = 0;
         while p < types_data.len() {
             let name_off = u32_at(types_data, p)?;
@@ -86,7 +96,11 @@ impl Btf {
                         let m = p + i * 12;
                         let raw = u32_at(types_data, m + 8)?;
                         let bit_offset = if kind_flag { raw & 0xff_ffff } else { raw };
-                        members.push(Member { name_off: u32_at(types_data, m)?, type_id: u32_at(types_data, m + 4)?, bit_offset });
+                        members.push(Member {
+                            name_off: u32_at(types_data, m)?,
+                            type_id: u32_at(types_data, m + 4)?,
+                            bit_offset,
+                        });
                     }
                     p += vlen * 12;
                 }
@@ -96,7 +110,12 @@ impl Btf {
                 KIND_ENUM64 => p += vlen * 12,
                 _ => {} // ptr, fwd, typedef, modifiers, func, float, type tag: no trailing data
             }
-            types.push(Type { name_off, kind, type_ref: size_or_type, members });
+            types.push(Type {
+                name_off,
+                kind,
+                type_ref: size_or_type,
+                members,
+            });
         }
         Ok(Btf { types, strings })
     }
@@ -118,7 +137,14 @@ impl Btf {
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.types.get(id as usize) {
-                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => id = t.type_ref,
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
+                    id = t.type_ref
+                }
                 _ => break,
             }
         }

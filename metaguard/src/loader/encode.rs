@@ -10,10 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 use metaguard_common::{
-    addr::{is_v4_mapped, key_from_v4_octets, prefilter_bucket, PREFILTER_BUCKETS, V4_MAPPED_PREFIX_BITS},
+    addr::{
+        is_v4_mapped, key_from_v4_octets, prefilter_bucket, PREFILTER_BUCKETS,
+        V4_MAPPED_PREFIX_BITS,
+    },
     maps::{
-        Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry, CONFIG_ENFORCE, CONFIG_GUARD_ALL,
-        EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, PORT_ANY, PROTECTED_AUDIT,
+        Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry, CONFIG_ENFORCE,
+        CONFIG_GUARD_ALL, EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, PORT_ANY, PROTECTED_AUDIT,
     },
     ruleset::RuleSet,
 };
@@ -30,16 +33,29 @@ pub struct KeyPrefix {
 impl KeyPrefix {
     pub fn from_net(net: &IpNet) -> KeyPrefix {
         match net.trunc() {
-            IpNet::V4(n) => KeyPrefix { bits: V4_MAPPED_PREFIX_BITS + n.prefix_len() as u32, key: key_from_v4_octets(n.network().octets()) },
-            IpNet::V6(n) => KeyPrefix { bits: n.prefix_len() as u32, key: n.network().octets() },
+            IpNet::V4(n) => KeyPrefix {
+                bits: V4_MAPPED_PREFIX_BITS + n.prefix_len() as u32,
+                key: key_from_v4_octets(n.network().octets()),
+            },
+            IpNet::V6(n) => KeyPrefix {
+                bits: n.prefix_len() as u32,
+                key: n.network().octets(),
+            },
         }
     }
 
     /// Whether `self` covers `other` (same or shorter prefix, same leading bits).
     pub fn covers(&self, other: &KeyPrefix) -> bool {
         self.bits <= other.bits && {
-            let (a, b) = (u128::from_be_bytes(self.key), u128::from_be_bytes(other.key));
-            let mask = if self.bits == 0 { 0 } else { u128::MAX << (128 - self.bits) };
+            let (a, b) = (
+                u128::from_be_bytes(self.key),
+                u128::from_be_bytes(other.key),
+            );
+            let mask = if self.bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - self.bits)
+            };
             a & mask == b & mask
         }
     }
@@ -101,11 +117,21 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
         .collect();
     let mut set_ids: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
     for p in &all {
-        let covering: Vec<usize> = eps.iter().filter(|(_, ps)| ps.iter().any(|q| q.covers(p))).map(|(i, _)| *i).collect();
+        let covering: Vec<usize> = eps
+            .iter()
+            .filter(|(_, ps)| ps.iter().any(|q| q.covers(p)))
+            .map(|(i, _)| *i)
+            .collect();
         let next = set_ids.len() as u32;
         let set = *set_ids.entry(covering.clone()).or_insert(next);
-        let all_audit = covering.iter().all(|&e| policy.endpoints[e].mode == Mode::Audit);
-        let info = PrefixInfo { set, endpoint: covering[0] as u32, flags: if all_audit { PROTECTED_AUDIT } else { 0 } };
+        let all_audit = covering
+            .iter()
+            .all(|&e| policy.endpoints[e].mode == Mode::Audit);
+        let info = PrefixInfo {
+            set,
+            endpoint: covering[0] as u32,
+            flags: if all_audit { PROTECTED_AUDIT } else { 0 },
+        };
         out.prefixes.push((*p, info));
     }
     for (members, &set) in &set_ids {
@@ -132,9 +158,18 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
             for &e in &contributing {
                 rules = rules.or(&rules_for_endpoint(policy, e));
             }
-            let all_audit = contributing.iter().all(|&e| policy.endpoints[e].mode == Mode::Audit);
+            let all_audit = contributing
+                .iter()
+                .all(|&e| policy.endpoints[e].mode == Mode::Audit);
             let flags = if all_audit { PROTECTED_AUDIT } else { 0 };
-            out.ports.push((PortKey { set, port }, Protected { endpoint: contributing[0] as u32, flags, rules }));
+            out.ports.push((
+                PortKey { set, port },
+                Protected {
+                    endpoint: contributing[0] as u32,
+                    flags,
+                    rules,
+                },
+            ));
         }
     }
 }
@@ -149,7 +184,11 @@ fn encode_subjects(policy: &Policy, out: &mut Encoded) {
         match &r.exe {
             None => cfg.any_exe.insert(i),
             Some(x) => {
-                let key = ExeKey { ino: x.id.ino, dev: x.id.kdev, _pad: 0 };
+                let key = ExeKey {
+                    ino: x.id.ino,
+                    dev: x.id.kdev,
+                    _pad: 0,
+                };
                 let e = exes.entry(key).or_default();
                 e.rules.insert(i);
                 if let Some(g) = x.id.generation {
@@ -219,14 +258,24 @@ mod tests {
     }
 
     fn rule(name: &str, endpoints: Vec<usize>) -> Rule {
-        Rule { name: name.into(), endpoints, exe: None, users: vec![], groups: vec![], cgroups: vec![] }
+        Rule {
+            name: name.into(),
+            endpoints,
+            exe: None,
+            users: vec![],
+            groups: vec![],
+            cgroups: vec![],
+        }
     }
 
     fn policy(endpoints: Vec<Endpoint>, rules: Vec<Rule>) -> Policy {
         Policy {
             source: PathBuf::from("t.toml"),
             mode: Mode::Enforce,
-            guard: Guard { users: vec![], cgroups: vec![] },
+            guard: Guard {
+                users: vec![],
+                cgroups: vec![],
+            },
             endpoints,
             rules,
         }
@@ -234,11 +283,18 @@ mod tests {
 
     fn prefix(enc: &Encoded, net: &str) -> PrefixInfo {
         let k = KeyPrefix::from_net(&net.parse().unwrap());
-        enc.prefixes.iter().find(|(p, _)| *p == k).map(|(_, i)| *i).unwrap_or_else(|| panic!("{net} not encoded"))
+        enc.prefixes
+            .iter()
+            .find(|(p, _)| *p == k)
+            .map(|(_, i)| *i)
+            .unwrap_or_else(|| panic!("{net} not encoded"))
     }
 
     fn at(enc: &Encoded, set: u32, port: u32) -> Option<Protected> {
-        enc.ports.iter().find(|(k, _)| *k == PortKey { set, port }).map(|(_, v)| *v)
+        enc.ports
+            .iter()
+            .find(|(k, _)| *k == PortKey { set, port })
+            .map(|(_, v)| *v)
     }
 
     #[test]
@@ -259,7 +315,12 @@ mod tests {
         let p = policy(
             vec![
                 endpoint("linklocal", &["169.254.0.0/16"], None, Mode::Enforce),
-                endpoint("imds", &["169.254.169.254/32"], Some(vec![80]), Mode::Enforce),
+                endpoint(
+                    "imds",
+                    &["169.254.169.254/32"],
+                    Some(vec![80]),
+                    Mode::Enforce,
+                ),
             ],
             vec![rule("ll", vec![0]), rule("imds", vec![1])],
         );
@@ -282,13 +343,21 @@ mod tests {
     #[test]
     fn prefilter_marks_only_buckets_with_protected_prefixes() {
         let p = policy(
-            vec![endpoint("e", &["169.254.169.254/32", "fd00:ec2::254/128", "100.64.0.0/10"], None, Mode::Enforce)],
+            vec![endpoint(
+                "e",
+                &["169.254.169.254/32", "fd00:ec2::254/128", "100.64.0.0/10"],
+                None,
+                Mode::Enforce,
+            )],
             vec![],
         );
         let enc = encode(&p, 1);
         assert_eq!(enc.prefilter, vec![100, 169, 256 + 0xfd]);
         // A prefix wider than a bucket marks every bucket it covers.
-        let wide = policy(vec![endpoint("w", &["8.0.0.0/6"], None, Mode::Enforce)], vec![]);
+        let wide = policy(
+            vec![endpoint("w", &["8.0.0.0/6"], None, Mode::Enforce)],
+            vec![],
+        );
         assert_eq!(encode(&wide, 1).prefilter, vec![8, 9, 10, 11]);
     }
 
@@ -304,20 +373,42 @@ mod tests {
         let enc = encode(&p, 1);
         let set = prefix(&enc, "169.254.169.254/32").set;
         assert_eq!(at(&enc, set, 80).unwrap().flags & PROTECTED_AUDIT, 0);
-        assert_eq!(at(&enc, set, PORT_ANY).unwrap().flags & PROTECTED_AUDIT, PROTECTED_AUDIT);
-        assert_eq!(prefix(&enc, "169.254.169.254/32").flags & PROTECTED_AUDIT, 0);
+        assert_eq!(
+            at(&enc, set, PORT_ANY).unwrap().flags & PROTECTED_AUDIT,
+            PROTECTED_AUDIT
+        );
+        assert_eq!(
+            prefix(&enc, "169.254.169.254/32").flags & PROTECTED_AUDIT,
+            0
+        );
     }
 
     #[test]
     fn selectors_become_rule_sets() {
-        let cg = CgroupRef { path: "/a/b".into(), dir: PathBuf::from("/x/a/b"), id: 99, level: 2 };
+        let cg = CgroupRef {
+            path: "/a/b".into(),
+            dir: PathBuf::from("/x/a/b"),
+            id: 99,
+            level: 2,
+        };
         let mut r0 = rule("exe-and-user", vec![0]);
-        r0.exe = Some(ExeRef { path: "/bin/x".into(), id: ExeId { dev: 0x801, kdev: (8 << 20) | 1, ino: 42, generation: Some(7) } });
+        r0.exe = Some(ExeRef {
+            path: "/bin/x".into(),
+            id: ExeId {
+                dev: 0x801,
+                kdev: (8 << 20) | 1,
+                ino: 42,
+                generation: Some(7),
+            },
+        });
         r0.users = vec![1000];
         let mut r1 = rule("cgroup", vec![0]);
         r1.cgroups = vec![cg.clone()];
         r1.groups = vec![4];
-        let mut p = policy(vec![endpoint("e", &["10.0.0.1/32"], None, Mode::Enforce)], vec![r0, r1]);
+        let mut p = policy(
+            vec![endpoint("e", &["10.0.0.1/32"], None, Mode::Enforce)],
+            vec![r0, r1],
+        );
         p.guard.users = vec![33];
         let enc = encode(&p, 3);
         let c = enc.config;
@@ -332,10 +423,30 @@ mod tests {
         assert_eq!((k.ino, k.dev), (42, (8 << 20) | 1));
         assert_eq!((e.generation, e.flags), (7, EXE_CHECK_GENERATION));
         assert!(e.rules.contains(0));
-        let uid = |u: u32| enc.uids.iter().find(|(k, _)| *k == u).map(|(_, v)| *v).unwrap();
+        let uid = |u: u32| {
+            enc.uids
+                .iter()
+                .find(|(k, _)| *k == u)
+                .map(|(_, v)| *v)
+                .unwrap()
+        };
         assert!(uid(1000).rules.contains(0) && uid(1000).guard == 0);
         assert!(uid(33).rules.is_empty() && uid(33).guard == 1);
-        assert_eq!(enc.cgroups, vec![(99, SubjectEntry { guard: 0, _pad: 0, rules: { let mut s = RuleSet::EMPTY; s.insert(1); s } })]);
+        assert_eq!(
+            enc.cgroups,
+            vec![(
+                99,
+                SubjectEntry {
+                    guard: 0,
+                    _pad: 0,
+                    rules: {
+                        let mut s = RuleSet::EMPTY;
+                        s.insert(1);
+                        s
+                    }
+                }
+            )]
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 pub mod btf;
 pub mod encode;
 
-use std::{fs::File, path::{Path, PathBuf}};
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -40,26 +43,43 @@ impl Guard {
             bail!("this metaguard was built with AYA_BUILD_SKIP: it carries no kernel programs; rebuild without it");
         }
         let btf = btf::Btf::from_sys_fs()?;
-        let offsets = btf::kernel_offsets(&btf).context("reading kernel struct offsets from BTF")?;
+        let offsets =
+            btf::kernel_offsets(&btf).context("reading kernel struct offsets from BTF")?;
         let mut ebpf = EbpfLoader::new()
             .override_global(names::OFFSETS, &offsets, true)
             .load(OBJECT)
             .map_err(|e| explain_load_error(anyhow!(e)))?;
         for name in SOCK_ADDR_PROGRAMS {
             let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            p.load().map_err(|e| explain_load_error(anyhow!(e).context(format!("loading program {name}"))))?;
+            p.load().map_err(|e| {
+                explain_load_error(anyhow!(e).context(format!("loading program {name}")))
+            })?;
         }
         let p: &mut CgroupSkb = program(&mut ebpf, EGRESS_PROGRAM)?;
-        p.load().map_err(|e| explain_load_error(anyhow!(e).context("loading program egress")))?;
-        Ok(Guard { ebpf, cgroup: PathBuf::new(), generation: 0 })
+        p.load()
+            .map_err(|e| explain_load_error(anyhow!(e).context("loading program egress")))?;
+        Ok(Guard {
+            ebpf,
+            cgroup: PathBuf::new(),
+            generation: 0,
+        })
     }
 
     /// Fills the maps from `policy`. Called before attaching, so the programs
     /// never run without a policy.
     pub fn apply(&mut self, policy: &Policy) -> Result<()> {
-        for c in policy.guard.cgroups.iter().chain(policy.rules.iter().flat_map(|r| r.cgroups.iter())) {
+        for c in policy
+            .guard
+            .cgroups
+            .iter()
+            .chain(policy.rules.iter().flat_map(|r| r.cgroups.iter()))
+        {
             if c.level > MAX_CGROUP_LEVEL {
-                bail!("cgroup {} is {} levels deep; metaguard supports up to {MAX_CGROUP_LEVEL}", c.path, c.level);
+                bail!(
+                    "cgroup {} is {} levels deep; metaguard supports up to {MAX_CGROUP_LEVEL}",
+                    c.path,
+                    c.level
+                );
             }
         }
         self.generation += 1;
@@ -69,13 +89,19 @@ impl Guard {
 
     fn write_maps(&mut self, enc: &Encoded) -> Result<()> {
         {
-            let mut m: LpmTrie<&mut MapData, [u8; 16], PrefixInfo> = map(&mut self.ebpf, names::PREFIXES)?;
+            let mut m: LpmTrie<&mut MapData, [u8; 16], PrefixInfo> =
+                map(&mut self.ebpf, names::PREFIXES)?;
             let stale: Vec<_> = m.keys().filter_map(|k| k.ok()).collect();
             for (p, info) in &enc.prefixes {
-                m.insert(&Key::new(p.bits, p.key), info, 0).context("PREFIXES")?;
+                m.insert(&Key::new(p.bits, p.key), info, 0)
+                    .context("PREFIXES")?;
             }
             for k in stale {
-                if !enc.prefixes.iter().any(|(p, _)| p.bits == k.prefix_len() && p.key == k.data()) {
+                if !enc
+                    .prefixes
+                    .iter()
+                    .any(|(p, _)| p.bits == k.prefix_len() && p.key == k.data())
+                {
                     let _ = m.remove(&k);
                 }
             }
@@ -114,12 +140,19 @@ impl Guard {
         let cg = File::open(dir).with_context(|| format!("opening cgroup {}", dir.display()))?;
         for name in SOCK_ADDR_PROGRAMS {
             let p: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
-            p.attach(&cg, CgroupAttachMode::Single)
-                .map_err(|e| explain_load_error(anyhow!(e).context(format!("attaching {name} to {}", dir.display()))))?;
+            p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
+                explain_load_error(
+                    anyhow!(e).context(format!("attaching {name} to {}", dir.display())),
+                )
+            })?;
         }
         let p: &mut CgroupSkb = program(&mut self.ebpf, EGRESS_PROGRAM)?;
         p.attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-            .map_err(|e| explain_load_error(anyhow!(e).context(format!("attaching egress to {}", dir.display()))))?;
+            .map_err(|e| {
+                explain_load_error(
+                    anyhow!(e).context(format!("attaching egress to {}", dir.display())),
+                )
+            })?;
         self.cgroup = dir.to_path_buf();
         Ok(())
     }
@@ -130,7 +163,10 @@ impl Guard {
 
     /// The event ring buffer; can be taken once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let m = self.ebpf.take_map(names::EVENTS).context("EVENTS map already taken")?;
+        let m = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .context("EVENTS map already taken")?;
         Ok(RingBuf::try_from(m)?)
     }
 
@@ -144,7 +180,10 @@ impl Guard {
     /// (run time in ns, run count) of a program since load, as the kernel
     /// counts them while `kernel.bpf_stats_enabled` is 1.
     pub fn program_stats(&self, name: &str) -> Result<(u64, u64)> {
-        let p = self.ebpf.program(name).with_context(|| format!("program {name}"))?;
+        let p = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("program {name}"))?;
         let i = p.info()?;
         Ok((i.run_time().as_nanos() as u64, i.run_count()))
     }
@@ -172,7 +211,9 @@ fn map<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<T>
 where
     T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let m = ebpf.map_mut(name).with_context(|| format!("map {name} missing from the kernel object"))?;
+    let m = ebpf
+        .map_mut(name)
+        .with_context(|| format!("map {name} missing from the kernel object"))?;
     T::try_from(m).with_context(|| format!("map {name} has an unexpected type"))
 }
 
@@ -184,9 +225,14 @@ where
     V: aya::Pod,
 {
     let mut m: HashMap<&mut MapData, K, V> = map(ebpf, name)?;
-    let stale: Vec<K> = m.keys().filter_map(|k| k.ok()).filter(|k| !entries.iter().any(|(e, _)| e == k)).collect();
+    let stale: Vec<K> = m
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !entries.iter().any(|(e, _)| e == k))
+        .collect();
     for (k, v) in entries {
-        m.insert(k, v, 0).with_context(|| format!("writing map {name}"))?;
+        m.insert(k, v, 0)
+            .with_context(|| format!("writing map {name}"))?;
     }
     for k in stale {
         let _ = m.remove(&k);

@@ -26,7 +26,10 @@ const ENDPOINT_KEYS: [&str; 4] = ["name", "addresses", "ports", "mode"];
 const ALLOW_KEYS: [&str; 6] = ["name", "endpoints", "exe", "users", "groups", "cgroups"];
 
 pub(crate) fn compile(src: &str, file: &Path) -> Result<Policy, PolicyErrors> {
-    let mut c = Compiler { d: Diagnostics::new(file, src), cgroup_mount: None };
+    let mut c = Compiler {
+        d: Diagnostics::new(file, src),
+        cgroup_mount: None,
+    };
     let root = match tree::parse(src) {
         Ok(root) => root,
         Err(e) => {
@@ -76,7 +79,13 @@ impl<'a> Compiler<'a> {
                 match presets::preset(name) {
                     Some(p) if included.iter().any(|(q, _)| q.name == p.name) => {}
                     Some(p) => included.push((p, span.clone())),
-                    None => self.err(span, format!("unknown preset `{name}`: known presets are {}", presets::names())),
+                    None => self.err(
+                        span,
+                        format!(
+                            "unknown preset `{name}`: known presets are {}",
+                            presets::names()
+                        ),
+                    ),
                 }
             }
         }
@@ -93,20 +102,27 @@ impl<'a> Compiler<'a> {
                 endpoints.push(Endpoint {
                     name: pe.name.to_string(),
                     preset: Some(p.name.to_string()),
-                    prefixes: pe.addresses.iter().map(|a| a.parse().expect("preset addresses are valid")).collect(),
+                    prefixes: pe
+                        .addresses
+                        .iter()
+                        .map(|a| a.parse().expect("preset addresses are valid"))
+                        .collect(),
                     ports: pe.ports.map(|p| p.to_vec()),
                     mode,
                 });
                 names.insert(pe.name.to_string(), Origin::Preset(p.name));
             }
         }
-        let endpoint_tables = endpoint.map(|e| self.tables(e, "endpoint")).unwrap_or_default();
+        let endpoint_tables = endpoint
+            .map(|e| self.tables(e, "endpoint"))
+            .unwrap_or_default();
         for t in &endpoint_tables {
             if let Some(ep) = self.endpoint(t, mode, &mut names) {
                 endpoints.push(ep);
             }
         }
-        let no_include = include.is_none_or(|e| matches!(&e.node.value, Value::Array(a) if a.is_empty()));
+        let no_include =
+            include.is_none_or(|e| matches!(&e.node.value, Value::Array(a) if a.is_empty()));
         if no_include && endpoint.is_none() {
             self.err(
                 &(0..0),
@@ -133,7 +149,13 @@ impl<'a> Compiler<'a> {
             }
         }
 
-        Policy { source: self.d.file.to_path_buf(), mode, guard, endpoints, rules }
+        Policy {
+            source: self.d.file.to_path_buf(),
+            mode,
+            guard,
+            endpoints,
+            rules,
+        }
     }
 
     // ---- generic shape checks -------------------------------------------
@@ -151,7 +173,11 @@ impl<'a> Compiler<'a> {
                 Some(i) => out[i] = Some(e),
                 None => self.err(
                     &e.key_span,
-                    format!("unknown key `{}` in {section}: expected one of {}", e.key, allowed.join(", ")),
+                    format!(
+                        "unknown key `{}` in {section}: expected one of {}",
+                        e.key,
+                        allowed.join(", ")
+                    ),
                 ),
             }
         }
@@ -164,21 +190,33 @@ impl<'a> Compiler<'a> {
             Value::Array(items) => items
                 .iter()
                 .filter_map(|n| match &n.value {
-                    Value::Table(t) => Some(TableRef { span: n.span.clone(), entries: t }),
+                    Value::Table(t) => Some(TableRef {
+                        span: n.span.clone(),
+                        entries: t,
+                    }),
                     other => {
-                        self.err(&n.span, format!("each `{key}` must be a table, found {}", other.kind()));
+                        self.err(
+                            &n.span,
+                            format!("each `{key}` must be a table, found {}", other.kind()),
+                        );
                         None
                     }
                 })
                 .collect(),
             Value::Table(_) => {
-                self.err(&e.key_span, format!("`{key}` must be an array of tables: write [[{key}]], not [{key}]"));
+                self.err(
+                    &e.key_span,
+                    format!("`{key}` must be an array of tables: write [[{key}]], not [{key}]"),
+                );
                 Vec::new()
             }
             other => {
                 self.err(
                     &e.node.span,
-                    format!("`{key}` must be an array of tables ([[{key}]]), found {}", other.kind()),
+                    format!(
+                        "`{key}` must be an array of tables ([[{key}]]), found {}",
+                        other.kind()
+                    ),
                 );
                 Vec::new()
             }
@@ -189,7 +227,10 @@ impl<'a> Compiler<'a> {
         match &e.node.value {
             Value::String(s) => Some(s),
             other => {
-                self.err(&e.node.span, format!("`{}` must be a string, found {}", e.key, other.kind()));
+                self.err(
+                    &e.node.span,
+                    format!("`{}` must be a string, found {}", e.key, other.kind()),
+                );
                 None
             }
         }
@@ -200,20 +241,41 @@ impl<'a> Compiler<'a> {
         match &e.node.value {
             Value::Array(items) => Some(items),
             other => {
-                self.err(&e.node.span, format!("`{}` must be an array like {example}, found {}", e.key, other.kind()));
+                self.err(
+                    &e.node.span,
+                    format!(
+                        "`{}` must be an array like {example}, found {}",
+                        e.key,
+                        other.kind()
+                    ),
+                );
                 None
             }
         }
     }
 
     /// An array of strings; wrong items are reported and skipped.
-    fn strings<'t>(&mut self, e: &'t Entry, what: &str, example: &str) -> Vec<(&'t str, &'t Range<usize>)> {
-        let Some(items) = self.array(e, example) else { return Vec::new() };
+    fn strings<'t>(
+        &mut self,
+        e: &'t Entry,
+        what: &str,
+        example: &str,
+    ) -> Vec<(&'t str, &'t Range<usize>)> {
+        let Some(items) = self.array(e, example) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for n in items {
             match &n.value {
                 Value::String(s) => out.push((s.as_str(), &n.span)),
-                other => self.err(&n.span, format!("each entry of `{}` must be {what}, found {}", e.key, other.kind())),
+                other => self.err(
+                    &n.span,
+                    format!(
+                        "each entry of `{}` must be {what}, found {}",
+                        e.key,
+                        other.kind()
+                    ),
+                ),
             }
         }
         out
@@ -224,7 +286,10 @@ impl<'a> Compiler<'a> {
             "enforce" => Some(Mode::Enforce),
             "audit" => Some(Mode::Audit),
             other => {
-                self.err(&e.node.span, format!("unknown mode `{other}`: use \"enforce\" or \"audit\""));
+                self.err(
+                    &e.node.span,
+                    format!("unknown mode `{other}`: use \"enforce\" or \"audit\""),
+                );
                 None
             }
         }
@@ -232,7 +297,10 @@ impl<'a> Compiler<'a> {
 
     fn name(&mut self, e: Option<&Entry>, table: &TableRef<'_>, section: &str) -> Option<String> {
         let Some(e) = e else {
-            self.err(&table.span, format!("{section} has no `name`: give it a unique name"));
+            self.err(
+                &table.span,
+                format!("{section} has no `name`: give it a unique name"),
+            );
             return None;
         };
         let name = self.string(e)?;
@@ -247,23 +315,40 @@ impl<'a> Compiler<'a> {
 
     fn guard(&mut self, e: &Entry) -> Guard {
         let Value::Table(t) = &e.node.value else {
-            self.err(&e.node.span, format!("`guard` must be a table ([guard]), found {}", e.node.value.kind()));
+            self.err(
+                &e.node.span,
+                format!(
+                    "`guard` must be a table ([guard]), found {}",
+                    e.node.value.kind()
+                ),
+            );
             return Guard::default();
         };
         let [users, cgroups] = self.fields(t, "[guard]", &GUARD_KEYS);
         Guard {
-            users: users.map(|e| self.ids(e, IdKind::User, true)).unwrap_or_default(),
+            users: users
+                .map(|e| self.ids(e, IdKind::User, true))
+                .unwrap_or_default(),
             cgroups: cgroups.map(|e| self.cgroups(e, true)).unwrap_or_default(),
         }
     }
 
-    fn endpoint(&mut self, t: &TableRef<'_>, top_mode: Mode, names: &mut HashMap<String, Origin>) -> Option<Endpoint> {
-        let [name_e, addresses, ports, mode] = self.fields(t.entries, "[[endpoint]]", &ENDPOINT_KEYS);
+    fn endpoint(
+        &mut self,
+        t: &TableRef<'_>,
+        top_mode: Mode,
+        names: &mut HashMap<String, Origin>,
+    ) -> Option<Endpoint> {
+        let [name_e, addresses, ports, mode] =
+            self.fields(t.entries, "[[endpoint]]", &ENDPOINT_KEYS);
         let name = self.name(name_e, t, "this [[endpoint]]");
         if let (Some(n), Some(ne)) = (&name, name_e) {
             let span = &ne.node.span;
             if presets::preset(n).is_some() {
-                self.err(span, format!("endpoint name `{n}` is the name of a preset: choose another name"));
+                self.err(
+                    span,
+                    format!("endpoint name `{n}` is the name of a preset: choose another name"),
+                );
             } else if let Some(o) = names.get(n) {
                 let msg = match o {
                     Origin::Preset(p) => {
@@ -283,10 +368,15 @@ impl<'a> Compiler<'a> {
 
         let mut prefixes: Vec<IpNet> = Vec::new();
         match addresses {
-            None => self
-                .err(&t.span, format!("endpoint `{label}` has no `addresses`: list the addresses or CIDRs it covers")),
+            None => self.err(
+                &t.span,
+                format!(
+                    "endpoint `{label}` has no `addresses`: list the addresses or CIDRs it covers"
+                ),
+            ),
             Some(e) => {
-                let items = self.strings(e, "an address or CIDR string", "[\"169.254.169.254/32\"]");
+                let items =
+                    self.strings(e, "an address or CIDR string", "[\"169.254.169.254/32\"]");
                 if matches!(&e.node.value, Value::Array(a) if a.is_empty()) {
                     self.err(
                         &e.node.span,
@@ -305,7 +395,13 @@ impl<'a> Compiler<'a> {
 
         let ports = ports.and_then(|e| self.ports(e));
         let mode = mode.and_then(|e| self.mode(e)).unwrap_or(top_mode);
-        Some(Endpoint { name: name?, preset: None, prefixes, ports, mode })
+        Some(Endpoint {
+            name: name?,
+            preset: None,
+            prefixes,
+            ports,
+            mode,
+        })
     }
 
     fn address(&mut self, s: &str, span: &Range<usize>) -> Option<IpNet> {
@@ -337,7 +433,10 @@ impl<'a> Compiler<'a> {
     fn ports(&mut self, e: &Entry) -> Option<Vec<u16>> {
         let items = self.array(e, "[80, 443]")?;
         if items.is_empty() {
-            self.err(&e.node.span, "`ports` is empty: list ports, or remove the key to cover every port");
+            self.err(
+                &e.node.span,
+                "`ports` is empty: list ports, or remove the key to cover every port",
+            );
             return None;
         }
         let mut ports = Vec::new();
@@ -364,14 +463,17 @@ impl<'a> Compiler<'a> {
         included: &[(&'static presets::Preset, Range<usize>)],
         rule_names: &mut HashMap<String, Range<usize>>,
     ) -> Option<Rule> {
-        let [name_e, eps, exe, users, groups, cgroups] = self.fields(t.entries, "[[allow]]", &ALLOW_KEYS);
+        let [name_e, eps, exe, users, groups, cgroups] =
+            self.fields(t.entries, "[[allow]]", &ALLOW_KEYS);
         let name = self.name(name_e, t, "this [[allow]] rule");
         if let (Some(n), Some(ne)) = (&name, name_e) {
             if let Some(first) = rule_names.get(n) {
                 let (l, c) = line_column(self.d.src, first.start);
                 self.err(
                     &ne.node.span,
-                    format!("duplicate rule name `{n}`: already used at {l}:{c}; rename one of them"),
+                    format!(
+                        "duplicate rule name `{n}`: already used at {l}:{c}; rename one of them"
+                    ),
                 );
             } else {
                 rule_names.insert(n.clone(), ne.node.span.clone());
@@ -406,10 +508,21 @@ impl<'a> Compiler<'a> {
             );
         }
         let exe = exe.and_then(|e| self.exe(e));
-        let users = users.map(|e| self.ids(e, IdKind::User, false)).unwrap_or_default();
-        let groups = groups.map(|e| self.ids(e, IdKind::Group, false)).unwrap_or_default();
+        let users = users
+            .map(|e| self.ids(e, IdKind::User, false))
+            .unwrap_or_default();
+        let groups = groups
+            .map(|e| self.ids(e, IdKind::Group, false))
+            .unwrap_or_default();
         let cgroups = cgroups.map(|e| self.cgroups(e, false)).unwrap_or_default();
-        Some(Rule { name: name?, endpoints: endpoint_ix, exe, users, groups, cgroups })
+        Some(Rule {
+            name: name?,
+            endpoints: endpoint_ix,
+            exe,
+            users,
+            groups,
+            cgroups,
+        })
     }
 
     fn endpoint_ref(
@@ -427,17 +540,29 @@ impl<'a> Compiler<'a> {
         if let Some(p) = presets::preset(s) {
             if included.iter().any(|(q, _)| q.name == p.name) {
                 out.extend(
-                    endpoints.iter().enumerate().filter(|(_, e)| e.preset.as_deref() == Some(p.name)).map(|(i, _)| i),
+                    endpoints
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.preset.as_deref() == Some(p.name))
+                        .map(|(i, _)| i),
                 );
             } else {
-                self.err(span, format!("endpoint `{s}` is a preset that is not included: add \"{s}\" to include"));
+                self.err(
+                    span,
+                    format!(
+                        "endpoint `{s}` is a preset that is not included: add \"{s}\" to include"
+                    ),
+                );
             }
             return;
         }
         if let Some(p) = presets::preset_of_endpoint(s) {
             self.err(
                 span,
-                format!("unknown endpoint `{s}`: it belongs to preset \"{}\"; add \"{}\" to include", p.name, p.name),
+                format!(
+                    "unknown endpoint `{s}`: it belongs to preset \"{}\"; add \"{}\" to include",
+                    p.name, p.name
+                ),
             );
             return;
         }
@@ -461,9 +586,17 @@ impl<'a> Compiler<'a> {
             IdKind::User => ("user name or uid", "[\"www-data\", 1001]"),
             IdKind::Group => ("group name or gid", "[\"adm\", 4]"),
         };
-        let Some(items) = self.array(e, example) else { return Vec::new() };
+        let Some(items) = self.array(e, example) else {
+            return Vec::new();
+        };
         if items.is_empty() && !allow_empty {
-            self.err(&e.node.span, format!("`{}` is empty: list at least one {what}, or remove the key", e.key));
+            self.err(
+                &e.node.span,
+                format!(
+                    "`{}` is empty: list at least one {what}, or remove the key",
+                    e.key
+                ),
+            );
         }
         let mut ids = Vec::new();
         for n in items {
@@ -472,7 +605,10 @@ impl<'a> Compiler<'a> {
                     Ok(id) => ids.push(id),
                     Err(_) => {
                         let id = if kind == IdKind::User { "uid" } else { "gid" };
-                        self.err(&n.span, format!("{id} {i} is out of range: use 0 to {}", u32::MAX));
+                        self.err(
+                            &n.span,
+                            format!("{id} {i} is out of range: use 0 to {}", u32::MAX),
+                        );
                     }
                 },
                 Value::String(s) => {
@@ -480,9 +616,14 @@ impl<'a> Compiler<'a> {
                         ids.push(id);
                     }
                 }
-                other => {
-                    self.err(&n.span, format!("each entry of `{}` must be a {what}, found {}", e.key, other.kind()))
-                }
+                other => self.err(
+                    &n.span,
+                    format!(
+                        "each entry of `{}` must be a {what}, found {}",
+                        e.key,
+                        other.kind()
+                    ),
+                ),
             }
         }
         ids.sort_unstable();
@@ -495,7 +636,11 @@ impl<'a> Compiler<'a> {
             IdKind::User => User::from_name(name).map(|u| u.map(|u| u.uid.as_raw())),
             IdKind::Group => Group::from_name(name).map(|g| g.map(|g| g.gid.as_raw())),
         };
-        let what = if kind == IdKind::User { "user" } else { "group" };
+        let what = if kind == IdKind::User {
+            "user"
+        } else {
+            "group"
+        };
         match found {
             Ok(Some(id)) => Some(id),
             Ok(None) => {
@@ -518,7 +663,10 @@ impl<'a> Compiler<'a> {
     fn cgroups(&mut self, e: &Entry, allow_empty: bool) -> Vec<CgroupRef> {
         let items = self.strings(e, "a cgroup path", "[\"/system.slice/app.service\"]");
         if matches!(&e.node.value, Value::Array(a) if a.is_empty()) && !allow_empty {
-            self.err(&e.node.span, "`cgroups` is empty: list at least one cgroup path, or remove the key");
+            self.err(
+                &e.node.span,
+                "`cgroups` is empty: list at least one cgroup path, or remove the key",
+            );
         }
         let mut out: Vec<CgroupRef> = Vec::new();
         for (s, span) in items {
@@ -540,10 +688,16 @@ impl<'a> Compiler<'a> {
             return None;
         }
         if path.split('/').any(|c| c == "." || c == "..") {
-            self.err(span, format!("cgroup path `{path}` must not contain `.` or `..` components"));
+            self.err(
+                span,
+                format!("cgroup path `{path}` must not contain `.` or `..` components"),
+            );
             return None;
         }
-        let mount = match self.cgroup_mount.get_or_insert_with(|| cgroup::cgroup2_mount().map_err(|e| e.to_string())) {
+        let mount = match self
+            .cgroup_mount
+            .get_or_insert_with(|| cgroup::cgroup2_mount().map_err(|e| e.to_string()))
+        {
             Ok(m) => m.clone(),
             Err(e) => {
                 let msg = format!("cannot resolve cgroup `{path}`: {e}");
@@ -556,17 +710,28 @@ impl<'a> Compiler<'a> {
             Ok(c) => Some(c),
             Err(e) => {
                 let rel = path.trim_start_matches('/');
-                let full = if rel.is_empty() { mount.clone() } else { mount.join(rel) };
+                let full = if rel.is_empty() {
+                    mount.clone()
+                } else {
+                    mount.join(rel)
+                };
                 let mut msg = if e.kind() == io::ErrorKind::NotFound {
-                    format!("cgroup `{path}` does not exist: {} not found", full.display())
+                    format!(
+                        "cgroup `{path}` does not exist: {} not found",
+                        full.display()
+                    )
                 } else {
                     format!("cgroup `{path}` cannot be used: {}: {e}", full.display())
                 };
                 if mount_str != "/" && path.starts_with(&mount_str) {
                     let rel = &path[mount_str.len()..];
-                    msg.push_str(&format!("; write it relative to the cgroup2 mount ({mount_str}): \"{rel}\""));
+                    msg.push_str(&format!(
+                        "; write it relative to the cgroup2 mount ({mount_str}): \"{rel}\""
+                    ));
                 } else {
-                    msg.push_str("; create it or fix the path (it is relative to the cgroup2 mount)");
+                    msg.push_str(
+                        "; create it or fix the path (it is relative to the cgroup2 mount)",
+                    );
                 }
                 self.err(span, msg);
                 None
@@ -579,27 +744,44 @@ impl<'a> Compiler<'a> {
         let span = &e.node.span;
         let path = Path::new(s);
         if !path.is_absolute() {
-            self.err(span, format!("exe `{s}` is not an absolute path: write the full path, starting with /"));
+            self.err(
+                span,
+                format!("exe `{s}` is not an absolute path: write the full path, starting with /"),
+            );
             return None;
         }
         match exe::identify(path) {
             Ok(id) => {
-                let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o755);
+                let mode = std::fs::metadata(path)
+                    .map(|m| m.permissions().mode())
+                    .unwrap_or(0o755);
                 if mode & 0o111 == 0 {
                     self.err(
                         span,
-                        format!("exe `{s}` is not executable (mode {:o}): chmod +x it or fix the path", mode & 0o7777),
+                        format!(
+                            "exe `{s}` is not executable (mode {:o}): chmod +x it or fix the path",
+                            mode & 0o7777
+                        ),
                     );
                     return None;
                 }
-                Some(ExeRef { path: path.to_path_buf(), id })
+                Some(ExeRef {
+                    path: path.to_path_buf(),
+                    id,
+                })
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                self.err(span, format!("exe `{s}` does not exist: install it or fix the path"));
+                self.err(
+                    span,
+                    format!("exe `{s}` does not exist: install it or fix the path"),
+                );
                 None
             }
             Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
-                self.err(span, format!("exe `{s}` is not a regular file: name the program file itself"));
+                self.err(
+                    span,
+                    format!("exe `{s}` is not a regular file: name the program file itself"),
+                );
                 None
             }
             Err(err) => {

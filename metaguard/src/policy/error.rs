@@ -19,12 +19,22 @@ impl PolicyError {
     /// A problem at byte offset `offset` of `src`.
     pub fn at(file: &Path, src: &str, offset: usize, message: impl Into<String>) -> PolicyError {
         let (line, column) = line_column(src, offset);
-        PolicyError { file: file.to_path_buf(), line, column, message: message.into() }
+        PolicyError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     /// A problem with the whole file.
     pub fn file(file: &Path, message: impl Into<String>) -> PolicyError {
-        PolicyError { file: file.to_path_buf(), line: 0, column: 0, message: message.into() }
+        PolicyError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }
     }
 }
 
@@ -33,7 +43,14 @@ impl fmt::Display for PolicyError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         }
     }
 }
@@ -109,11 +126,16 @@ pub(crate) struct Diagnostics<'a> {
 
 impl<'a> Diagnostics<'a> {
     pub fn new(file: &'a Path, src: &'a str) -> Self {
-        Diagnostics { file, src, errors: Vec::new() }
+        Diagnostics {
+            file,
+            src,
+            errors: Vec::new(),
+        }
     }
 
     pub fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        self.errors.push(PolicyError::at(self.file, self.src, span.start, message));
+        self.errors
+            .push(PolicyError::at(self.file, self.src, span.start, message));
     }
 }
 
@@ -135,10 +157,18 @@ mod tests {
     #[test]
     fn display() {
         let p = Path::new("/etc/metaguard.toml");
-        let errs =
-            PolicyErrors::new(vec![PolicyError::at(p, "x\ny", 2, "second"), PolicyError::at(p, "x\ny", 0, "first")]);
-        assert_eq!(errs.to_string(), "/etc/metaguard.toml:1:1: first\n/etc/metaguard.toml:2:1: second");
+        let errs = PolicyErrors::new(vec![
+            PolicyError::at(p, "x\ny", 2, "second"),
+            PolicyError::at(p, "x\ny", 0, "first"),
+        ]);
+        assert_eq!(
+            errs.to_string(),
+            "/etc/metaguard.toml:1:1: first\n/etc/metaguard.toml:2:1: second"
+        );
         let e = PolicyError::file(p, "cannot read: No such file or directory (os error 2)");
-        assert_eq!(e.to_string(), "/etc/metaguard.toml: cannot read: No such file or directory (os error 2)");
+        assert_eq!(
+            e.to_string(),
+            "/etc/metaguard.toml: cannot read: No such file or directory (os error 2)"
+        );
     }
 }

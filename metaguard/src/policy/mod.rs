@@ -145,7 +145,10 @@ pub struct ExeRef {
 pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
     match std::fs::read_to_string(path) {
         Ok(src) => parse_str(&src, path),
-        Err(e) => Err(PolicyErrors::new(vec![PolicyError::file(path, format!("cannot read the policy: {e}"))])),
+        Err(e) => Err(PolicyErrors::new(vec![PolicyError::file(
+            path,
+            format!("cannot read the policy: {e}"),
+        )])),
     }
 }
 
@@ -163,7 +166,11 @@ impl Policy {
 
     /// The executable paths the rules name, deduplicated.
     pub fn exe_paths(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = self.rules.iter().filter_map(|r| r.exe.as_ref().map(|x| x.path.clone())).collect();
+        let mut v: Vec<PathBuf> = self
+            .rules
+            .iter()
+            .filter_map(|r| r.exe.as_ref().map(|x| x.path.clone()))
+            .collect();
         v.sort();
         v.dedup();
         v

@@ -19,7 +19,11 @@ pub struct Preset {
 }
 
 const fn ep(name: &'static str, addresses: &'static [&'static str]) -> PresetEndpoint {
-    PresetEndpoint { name, addresses, ports: None }
+    PresetEndpoint {
+        name,
+        addresses,
+        ports: None,
+    }
 }
 
 pub const PRESETS: &[Preset] = &[
@@ -33,7 +37,10 @@ pub const PRESETS: &[Preset] = &[
             // credentials provider, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI).
             ep("aws-ecs-task-metadata", &["169.254.170.2/32"]),
             // EKS Pod Identity agent: per-pod IAM credentials.
-            ep("aws-eks-pod-identity", &["169.254.170.23/32", "fd00:ec2::23/128"]),
+            ep(
+                "aws-eks-pod-identity",
+                &["169.254.170.23/32", "fd00:ec2::23/128"],
+            ),
         ],
     },
     Preset {
@@ -68,7 +75,10 @@ pub const PRESETS: &[Preset] = &[
         endpoints: &[
             // OCI Instance Metadata Service (v1/v2): instance data and
             // instance principal certificates; IPv6 on IPv6-enabled VCNs.
-            ep("oracle-imds", &["169.254.169.254/32", "fd00:c1::a9fe:a9fe/128"]),
+            ep(
+                "oracle-imds",
+                &["169.254.169.254/32", "fd00:c1::a9fe:a9fe/128"],
+            ),
         ],
     },
     Preset {
@@ -76,7 +86,10 @@ pub const PRESETS: &[Preset] = &[
         endpoints: &[
             // Nova metadata service (also EC2-compatible paths): user data,
             // keys, vendor data; IPv6 link-local on IPv6-only networks.
-            ep("openstack-metadata", &["169.254.169.254/32", "fe80::a9fe:a9fe/128"]),
+            ep(
+                "openstack-metadata",
+                &["169.254.169.254/32", "fe80::a9fe:a9fe/128"],
+            ),
         ],
     },
 ];
@@ -87,11 +100,17 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
 
 /// The preset that defines endpoint `name`, if any.
 pub fn preset_of_endpoint(name: &str) -> Option<&'static Preset> {
-    PRESETS.iter().find(|p| p.endpoints.iter().any(|e| e.name == name))
+    PRESETS
+        .iter()
+        .find(|p| p.endpoints.iter().any(|e| e.name == name))
 }
 
 pub fn names() -> String {
-    PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    PRESETS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

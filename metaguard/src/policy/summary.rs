@@ -30,8 +30,18 @@ pub fn summary(p: &Policy) -> String {
             None => "every port".to_string(),
             Some(ps) => format!("port{} {}", if ps.len() == 1 { "" } else { "s" }, join(ps)),
         };
-        let from = e.preset.as_ref().map(|p| format!(" [preset {p}]")).unwrap_or_default();
-        let _ = writeln!(s, "  {}{from}: {}; {ports} (tcp, udp); {}", e.name, addrs.join(", "), e.mode);
+        let from = e
+            .preset
+            .as_ref()
+            .map(|p| format!(" [preset {p}]"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {}{from}: {}; {ports} (tcp, udp); {}",
+            e.name,
+            addrs.join(", "),
+            e.mode
+        );
     }
 
     let _ = writeln!(s, "rules ({}):", p.rules.len());
@@ -39,11 +49,19 @@ pub fn summary(p: &Policy) -> String {
         let eps = if r.endpoints.len() == p.endpoints.len() {
             "every endpoint".to_string()
         } else {
-            r.endpoints.iter().map(|&i| p.endpoints[i].name.as_str()).collect::<Vec<_>>().join(", ")
+            r.endpoints
+                .iter()
+                .map(|&i| p.endpoints[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let _ = writeln!(s, "  {} -> {eps}", r.name);
         if let Some(x) = &r.exe {
-            let id = if x.id.is_none() { "missing".to_string() } else { x.id.to_string() };
+            let id = if x.id.is_none() {
+                "missing".to_string()
+            } else {
+                x.id.to_string()
+            };
             let _ = writeln!(s, "    exe {} ({id})", x.path.display());
         }
         if !r.users.is_empty() {
@@ -56,7 +74,8 @@ pub fn summary(p: &Policy) -> String {
             let _ = writeln!(s, "    cgroups {}", cgroups(&r.cgroups));
         }
     }
-    let _ = writeln!(
+    let _ =
+        writeln!(
         s,
         "{} endpoint{}, {} rule{}: guarded processes reach these endpoints only through a rule{}",
         p.endpoints.len(),
@@ -77,7 +96,10 @@ fn plural(n: usize) -> &'static str {
 }
 
 fn join<T: ToString>(v: &[T]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn users(ids: &[u32]) -> String {
@@ -103,6 +125,9 @@ fn groups(ids: &[u32]) -> String {
 }
 
 fn cgroups(c: &[CgroupRef]) -> String {
-    let v: Vec<String> = c.iter().map(|c| format!("{} (id {})", c.path, c.id)).collect();
+    let v: Vec<String> = c
+        .iter()
+        .map(|c| format!("{} (id {})", c.path, c.id))
+        .collect();
     v.join(", ")
 }

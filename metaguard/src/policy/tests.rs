@@ -96,15 +96,33 @@ users = [0]
 
     assert_eq!(p.source, PathBuf::from(FILE));
     assert_eq!(p.mode, Mode::Enforce);
-    assert_eq!(p.guard, Guard { users: vec![0, 1001], cgroups: vec![root_cg.clone()] });
+    assert_eq!(
+        p.guard,
+        Guard {
+            users: vec![0, 1001],
+            cgroups: vec![root_cg.clone()]
+        }
+    );
     let names: Vec<&str> = p.endpoints.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["aws-imds", "aws-ecs-task-metadata", "aws-eks-pod-identity", "gcp-metadata", "local-api"]);
+    assert_eq!(
+        names,
+        [
+            "aws-imds",
+            "aws-ecs-task-metadata",
+            "aws-eks-pod-identity",
+            "gcp-metadata",
+            "local-api"
+        ]
+    );
     assert_eq!(
         p.endpoints[0],
         Endpoint {
             name: "aws-imds".into(),
             preset: Some("aws".into()),
-            prefixes: vec!["169.254.169.254/32".parse().unwrap(), "fd00:ec2::254/128".parse().unwrap()],
+            prefixes: vec![
+                "169.254.169.254/32".parse().unwrap(),
+                "fd00:ec2::254/128".parse().unwrap()
+            ],
             ports: None,
             mode: Mode::Enforce,
         }
@@ -150,7 +168,12 @@ users = [0]
 
     let s = summary(&p);
     assert!(s.starts_with("policy p.toml: enforce\n"), "{s}");
-    assert!(s.contains("guard: processes with uid in root (0), 1001; or with cgroup in or under / (id "), "{s}");
+    assert!(
+        s.contains(
+            "guard: processes with uid in root (0), 1001; or with cgroup in or under / (id "
+        ),
+        "{s}"
+    );
     assert!(
         s.contains("  aws-imds [preset aws]: 169.254.169.254/32, fd00:ec2::254/128; every port (tcp, udp); enforce\n"),
         "{s}"
@@ -160,7 +183,10 @@ users = [0]
         "{s}"
     );
     assert!(s.contains("  agent -> aws-imds, gcp-metadata\n"), "{s}");
-    assert!(s.contains(&format!("    exe {} ({})\n", exe_path.display(), x.id)), "{s}");
+    assert!(
+        s.contains(&format!("    exe {} ({})\n", exe_path.display(), x.id)),
+        "{s}"
+    );
     assert!(s.contains("  root-anywhere -> every endpoint\n"), "{s}");
     assert!(s.contains("5 endpoints, 2 rules"), "{s}");
 }
@@ -205,10 +231,17 @@ fn omitted_guard_and_mode() {
     assert!(p.guard.guards_everyone());
     assert_eq!(p.mode, Mode::Enforce);
     assert!(summary(&p).contains("guard: every process\n"));
-    let p = parse(&format!("mode = \"audit\"\n[guard]\nusers = []\ncgroups = []\n{EP}")).unwrap();
+    let p = parse(&format!(
+        "mode = \"audit\"\n[guard]\nusers = []\ncgroups = []\n{EP}"
+    ))
+    .unwrap();
     assert!(p.guard.guards_everyone());
     assert_eq!(p.mode, Mode::Audit);
-    assert_eq!(p.endpoints[0].mode, Mode::Audit, "endpoints inherit the top-level mode");
+    assert_eq!(
+        p.endpoints[0].mode,
+        Mode::Audit,
+        "endpoints inherit the top-level mode"
+    );
     assert!(p.rules.is_empty());
 }
 
@@ -221,8 +254,11 @@ endpoints = ["azure", "oracle-imds"]
 users = [0]
 "#;
     let p = parse(src).unwrap_or_else(|e| panic!("{e}"));
-    let names: Vec<(&str, &str)> =
-        p.endpoints.iter().map(|e| (e.name.as_str(), e.preset.as_deref().unwrap())).collect();
+    let names: Vec<(&str, &str)> = p
+        .endpoints
+        .iter()
+        .map(|e| (e.name.as_str(), e.preset.as_deref().unwrap()))
+        .collect();
     assert_eq!(
         names,
         [
@@ -237,12 +273,27 @@ users = [0]
             ("openstack-metadata", "openstack"),
         ]
     );
-    assert!(p.endpoints.iter().all(|e| e.ports.is_none() && e.mode == Mode::Enforce));
+    assert!(p
+        .endpoints
+        .iter()
+        .all(|e| e.ports.is_none() && e.mode == Mode::Enforce));
     let ep = |n: &str| p.endpoint_index(n).unwrap();
-    assert_eq!(p.rules[0].endpoints, vec![ep("azure-imds"), ep("azure-wireserver"), ep("oracle-imds")]);
-    assert_eq!(p.endpoints[ep("azure-wireserver")].prefixes, vec!["168.63.129.16/32".parse::<IpNet>().unwrap()]);
-    assert_eq!(p.endpoints[ep("alibaba-metadata")].prefixes, vec!["100.100.100.200/32".parse::<IpNet>().unwrap()]);
-    assert_eq!(p.endpoints[ep("openstack-metadata")].prefixes[1], "fe80::a9fe:a9fe/128".parse::<IpNet>().unwrap());
+    assert_eq!(
+        p.rules[0].endpoints,
+        vec![ep("azure-imds"), ep("azure-wireserver"), ep("oracle-imds")]
+    );
+    assert_eq!(
+        p.endpoints[ep("azure-wireserver")].prefixes,
+        vec!["168.63.129.16/32".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(
+        p.endpoints[ep("alibaba-metadata")].prefixes,
+        vec!["100.100.100.200/32".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(
+        p.endpoints[ep("openstack-metadata")].prefixes[1],
+        "fe80::a9fe:a9fe/128".parse::<IpNet>().unwrap()
+    );
 }
 
 #[test]
@@ -258,7 +309,10 @@ ports = [80]
 "#;
     let p = parse(src).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.endpoints.len(), 6);
-    assert_eq!(p.endpoints[5].prefixes, vec!["169.254.169.254/32".parse::<IpNet>().unwrap()]);
+    assert_eq!(
+        p.endpoints[5].prefixes,
+        vec!["169.254.169.254/32".parse::<IpNet>().unwrap()]
+    );
 }
 
 // ---- errors -------------------------------------------------------------
@@ -315,7 +369,10 @@ fn wrong_types() {
         "p.toml:1:2: `endpoint` must be an array of tables: write [[endpoint]], not [endpoint]"
     );
     let e = error(&format!("{EP}[[allow]]\nname = \"r\"\nusers = [true]\n"));
-    assert_eq!(e, "p.toml:6:10: each entry of `users` must be a user name or uid, found a boolean");
+    assert_eq!(
+        e,
+        "p.toml:6:10: each entry of `users` must be a user name or uid, found a boolean"
+    );
     assert_eq!(
         error(&format!("mode = 1979-05-27T07:32:00Z\n{EP}")),
         "p.toml:1:8: `mode` must be a string, found a date-time"
@@ -435,7 +492,10 @@ fn exe_problems() {
         "p.toml:6:7: exe `/nonexistent/agent` does not exist: install it or fix the path"
     );
     let d = dir.0.display().to_string();
-    assert_eq!(error(&rule(&d)), format!("p.toml:6:7: exe `{d}` is not a regular file: name the program file itself"));
+    assert_eq!(
+        error(&rule(&d)),
+        format!("p.toml:6:7: exe `{d}` is not a regular file: name the program file itself")
+    );
     let f = plain.display().to_string();
     assert_eq!(
         error(&rule(&f)),
@@ -573,8 +633,14 @@ name = "nothing"
 fn load_reads_files() {
     let dir = TempDir::new("load");
     let path = dir.0.join("policy.toml");
-    std::fs::write(&path, format!("include = [\"gcp\"]\n[[allow]]\nname = \"me\"\nexe = '{}'\n", self_exe().display()))
-        .unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "include = [\"gcp\"]\n[[allow]]\nname = \"me\"\nexe = '{}'\n",
+            self_exe().display()
+        ),
+    )
+    .unwrap();
     let p = load(&path).unwrap();
     assert_eq!(p.source, path);
     assert_eq!(p.rules[0].endpoints, vec![0]);
@@ -600,7 +666,10 @@ async fn expect_path(rx: &mut tokio::sync::mpsc::UnboundedReceiver<PathBuf>, wan
 
 /// Waits until no message arrives for a while (the end of a burst).
 async fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<PathBuf>) {
-    while tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_ok() {}
+    while tokio::time::timeout(Duration::from_millis(300), rx.recv())
+        .await
+        .is_ok()
+    {}
 }
 
 #[tokio::test]
@@ -615,7 +684,9 @@ async fn watcher_reports_replacements() {
 
     // Unrelated files in the same directory are not reported.
     std::fs::write(&other, b"x").unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(400), rx.recv()).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(400), rx.recv())
+        .await
+        .is_err());
 
     // Replace by rename (what package managers do).
     let before = exe::identify(&exe).unwrap();
@@ -641,7 +712,10 @@ async fn watcher_reports_replacements() {
 
     // Dropping the watcher ends the stream.
     drop(w);
-    assert!(tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(Duration::from_secs(1), rx.recv())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]

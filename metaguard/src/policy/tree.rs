@@ -68,7 +68,11 @@ pub(crate) fn parse(src: &str) -> Result<Vec<Entry>, toml::de::Error> {
 fn fill_table(entries: &mut [Entry], parent: &Range<usize>) {
     for e in entries {
         if e.key_span == NO_SPAN {
-            e.key_span = if e.node.span == NO_SPAN { parent.clone() } else { e.node.span.clone() };
+            e.key_span = if e.node.span == NO_SPAN {
+                parent.clone()
+            } else {
+                e.node.span.clone()
+            };
         }
         if e.node.span == NO_SPAN {
             e.node.span = e.key_span.clone();
@@ -108,7 +112,11 @@ fn spanned_protocol() -> &'static SpannedProtocol {
         let mut cap = Capture(None);
         let _ = Spanned::<()>::deserialize(&mut cap);
         let (name, fields) = cap.0.expect("toml::Spanned deserializes as a struct");
-        assert_eq!(fields.len(), 3, "toml::Spanned has start, end and value fields");
+        assert_eq!(
+            fields.len(),
+            3,
+            "toml::Spanned has start, end and value fields"
+        );
         SpannedProtocol { name, fields }
     })
 }
@@ -210,21 +218,29 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let p = spanned_protocol();
-        let Some(first) = map.next_key::<Key>()? else { return Ok(unspanned(Value::Table(Vec::new()))) };
+        let Some(first) = map.next_key::<Key>()? else {
+            return Ok(unspanned(Value::Table(Vec::new())));
+        };
         if first.span.is_none() && first.name == p.fields[0] {
             let start: usize = map.next_value()?;
             let _end_key = map.next_key::<Key>()?;
             let end: usize = map.next_value()?;
             let _value_key = map.next_key::<Key>()?;
             let value: Value = map.next_value()?;
-            return Ok(Node { span: start..end, value });
+            return Ok(Node {
+                span: start..end,
+                value,
+            });
         }
         table_from(first, map).map(unspanned)
     }
 }
 
 fn unspanned(value: Value) -> Node {
-    Node { span: NO_SPAN, value }
+    Node {
+        span: NO_SPAN,
+        value,
+    }
 }
 
 struct ValueVisitor;
@@ -245,7 +261,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v).map(Value::Integer).map_err(|_| E::custom("integer out of range"))
+        i64::try_from(v)
+            .map(Value::Integer)
+            .map_err(|_| E::custom("integer out of range"))
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
@@ -286,7 +304,11 @@ fn table_from<'de, A: MapAccess<'de>>(first: Key, mut map: A) -> Result<Value, A
     let mut key = Some(first);
     while let Some(k) = key {
         let node = map.next_value::<Node>()?;
-        entries.push(Entry { key: k.name, key_span: k.span.unwrap_or(NO_SPAN), node });
+        entries.push(Entry {
+            key: k.name,
+            key_span: k.span.unwrap_or(NO_SPAN),
+            node,
+        });
         key = map.next_key::<Key>()?;
     }
     Ok(Value::Table(entries))
@@ -315,7 +337,10 @@ impl<'de> Visitor<'de> for KeyVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-        Ok(Key { name: v.to_owned(), span: None })
+        Ok(Key {
+            name: v.to_owned(),
+            span: None,
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Key, A::Error> {
@@ -333,7 +358,10 @@ impl<'de> Visitor<'de> for KeyVisitor {
             }
         }
         let name = name.ok_or_else(|| de::Error::custom("a spanned key without its value"))?;
-        Ok(Key { name, span: start.zip(end).map(|(s, e)| s..e) })
+        Ok(Key {
+            name,
+            span: start.zip(end).map(|(s, e)| s..e),
+        })
     }
 }
 
@@ -353,12 +381,20 @@ mod tests {
         assert_eq!(root[0].key, "mode");
         assert_eq!(at(src, &root[0].key_span), "mode");
         assert_eq!(at(src, &root[0].node.span), "\"audit\"");
-        let Value::Table(g) = &root[1].node.value else { panic!() };
-        let Value::Array(u) = &g[0].node.value else { panic!() };
+        let Value::Table(g) = &root[1].node.value else {
+            panic!()
+        };
+        let Value::Array(u) = &g[0].node.value else {
+            panic!()
+        };
         assert_eq!(at(src, &u[1].span), "3");
-        let Value::Array(a) = &root[2].node.value else { panic!() };
+        let Value::Array(a) = &root[2].node.value else {
+            panic!()
+        };
         assert_eq!(a.len(), 2);
-        let Value::Table(t) = &a[1].value else { panic!() };
+        let Value::Table(t) = &a[1].value else {
+            panic!()
+        };
         assert_eq!(at(src, &t[0].node.span), "\"y\"");
     }
 
@@ -368,11 +404,17 @@ mod tests {
         let root = parse(src).unwrap();
         assert_eq!(root[0].key, "guard");
         assert_eq!(at(src, &root[0].key_span), "guard");
-        let Value::Table(g) = &root[0].node.value else { panic!() };
+        let Value::Table(g) = &root[0].node.value else {
+            panic!()
+        };
         assert_eq!(g[0].key, "users");
         assert_eq!(at(src, &g[0].node.span), "[1]");
-        let Value::Table(a) = &root[1].node.value else { panic!() };
-        let Value::Table(b) = &a[0].node.value else { panic!() };
+        let Value::Table(a) = &root[1].node.value else {
+            panic!()
+        };
+        let Value::Table(b) = &a[0].node.value else {
+            panic!()
+        };
         assert!(matches!(b[0].node.value, Value::Datetime));
     }
 }

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use notify::{event::AccessKind, event::AccessMode, Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{
+    event::AccessKind, event::AccessMode, Event, EventKind, RecommendedWatcher, RecursiveMode,
+    Watcher as _,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Changes are coalesced for this long: one copy or upgrade makes many events.
@@ -41,12 +44,18 @@ impl ExeWatcher {
         let mut targets: HashMap<PathBuf, BTreeSet<PathBuf>> = HashMap::new();
         for p in paths {
             let p = p.as_ref().to_path_buf();
-            targets.entry(canonical_parent(&p)).or_default().insert(p.clone());
+            targets
+                .entry(canonical_parent(&p))
+                .or_default()
+                .insert(p.clone());
             if let Ok(real) = std::fs::canonicalize(&p) {
                 targets.entry(real).or_default().insert(p.clone());
             }
         }
-        let dirs: BTreeSet<PathBuf> = targets.keys().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
+        let dirs: BTreeSet<PathBuf> = targets
+            .keys()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
 
         let (raw_tx, raw_rx) = std_mpsc::channel::<PathBuf>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
@@ -67,7 +76,10 @@ impl ExeWatcher {
             .name("metaguard-exe-watch".into())
             .spawn(move || forward(raw_rx, targets, tx))
             .map_err(notify::Error::io)?;
-        Ok(ExeWatcher { _watcher: watcher, dirs: watched })
+        Ok(ExeWatcher {
+            _watcher: watcher,
+            dirs: watched,
+        })
     }
 
     /// The directories being watched.
@@ -80,9 +92,9 @@ impl ExeWatcher {
 /// or missing).
 fn canonical_parent(path: &Path) -> PathBuf {
     match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => {
-            std::fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or_else(|_| path.to_path_buf())
-        }
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
         _ => path.to_path_buf(),
     }
 }

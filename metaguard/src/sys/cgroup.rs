@@ -20,7 +20,12 @@ pub fn cgroup2_mount() -> io::Result<PathBuf> {
             (fstype == "cgroup2").then(|| PathBuf::from(dir.replace("\\040", " ")))
         })
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 filesystem is mounted (cgroup v2 is required)"))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cgroup2 filesystem is mounted (cgroup v2 is required)",
+            )
+        })
 }
 
 /// A cgroup resolved against the mount: its absolute directory, kernel id and
@@ -38,11 +43,23 @@ pub struct CgroupRef {
 /// Resolves a cgroup path as written in a policy ("/a/b", relative to the mount).
 pub fn resolve(mount: &Path, path: &str) -> io::Result<CgroupRef> {
     let rel = path.trim_start_matches('/');
-    let dir = if rel.is_empty() { mount.to_path_buf() } else { mount.join(rel) };
+    let dir = if rel.is_empty() {
+        mount.to_path_buf()
+    } else {
+        mount.join(rel)
+    };
     let meta = std::fs::metadata(&dir)?;
     if !meta.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a cgroup directory"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a cgroup directory",
+        ));
     }
     let level = rel.split('/').filter(|c| !c.is_empty()).count() as u32;
-    Ok(CgroupRef { path: format!("/{rel}"), dir, id: meta.ino(), level })
+    Ok(CgroupRef {
+        path: format!("/{rel}"),
+        dir,
+        id: meta.ino(),
+        level,
+    })
 }

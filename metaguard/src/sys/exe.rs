@@ -30,12 +30,22 @@ pub struct ExeId {
 impl ExeId {
     /// No identity: matches no inode (inode 0 does not exist). Used while a
     /// rule's executable is missing.
-    pub const NONE: ExeId = ExeId { dev: 0, kdev: 0, ino: 0, generation: None };
+    pub const NONE: ExeId = ExeId {
+        dev: 0,
+        kdev: 0,
+        ino: 0,
+        generation: None,
+    };
 
     /// Identity from a stat result, without a generation.
     pub fn from_metadata(meta: &Metadata) -> ExeId {
         let dev = meta.dev();
-        ExeId { dev, kdev: kernel_dev(dev), ino: meta.ino(), generation: None }
+        ExeId {
+            dev,
+            kdev: kernel_dev(dev),
+            ino: meta.ino(),
+            generation: None,
+        }
     }
 
     pub fn is_none(&self) -> bool {
@@ -79,7 +89,9 @@ pub fn identify(path: &Path) -> io::Result<ExeId> {
     {
         Ok(f) => f,
         // Execute-only files: the identity stands without a generation.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(ExeId::from_metadata(&meta)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Ok(ExeId::from_metadata(&meta))
+        }
         Err(e) => return Err(e),
     };
     // fstat the descriptor: the identity and the generation then describe the
@@ -95,7 +107,10 @@ fn check_regular(meta: &Metadata) -> io::Result<()> {
     if meta.is_file() {
         Ok(())
     } else {
-        Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
     }
 }
 
@@ -124,7 +139,10 @@ mod tests {
         let meta = std::fs::metadata(&exe).unwrap();
         assert_eq!(id.ino, meta.ino());
         assert_eq!(id.dev, meta.dev());
-        let (major, minor) = (libc::major(meta.dev() as libc::dev_t), libc::minor(meta.dev() as libc::dev_t));
+        let (major, minor) = (
+            libc::major(meta.dev() as libc::dev_t),
+            libc::minor(meta.dev() as libc::dev_t),
+        );
         assert_eq!(id.kdev, (major << 20) | minor);
         assert!(!id.is_none());
     }
@@ -156,8 +174,20 @@ mod tests {
 
     #[test]
     fn display() {
-        let id = ExeId { dev: 2049, kdev: (8 << 20) | 1, ino: 42, generation: Some(7) };
+        let id = ExeId {
+            dev: 2049,
+            kdev: (8 << 20) | 1,
+            ino: 42,
+            generation: Some(7),
+        };
         assert_eq!(id.to_string(), "2049:42:7");
-        assert_eq!(ExeId { generation: None, ..id }.to_string(), "2049:42");
+        assert_eq!(
+            ExeId {
+                generation: None,
+                ..id
+            }
+            .to_string(),
+            "2049:42"
+        );
     }
 }

@@ -35,7 +35,11 @@ pub fn probe_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let p = dir.join("metaguard-probe");
-    assert!(p.exists(), "{} missing: run `cargo build --workspace` before the tests", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --workspace` before the tests",
+        p.display()
+    );
     p
 }
 
@@ -103,7 +107,15 @@ impl Env {
             }
         })
         .unwrap();
-        Env { tmp, probe, copy, policy, events, daemon, sb }
+        Env {
+            tmp,
+            probe,
+            copy,
+            policy,
+            events,
+            daemon,
+            sb,
+        }
     }
 
     /// Runs `program` with `args` in the sandbox as root.
@@ -137,14 +149,26 @@ impl Env {
 
     /// Requests to the fake service whose target is `path`.
     pub fn requests_for(&self, path: &str) -> usize {
-        self.sb.requests().iter().filter(|r| r.target == path).count()
+        self.sb
+            .requests()
+            .iter()
+            .filter(|r| r.target == path)
+            .count()
     }
 }
 
 pub fn outcome(out: std::process::Output) -> Outcome {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
-    Outcome { code: out.status.code().unwrap_or(-1), json, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let json = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        json,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// A policy protecting the fake IMDS (both families, every port) and

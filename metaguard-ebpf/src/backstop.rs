@@ -119,11 +119,13 @@ fn report(
 }
 
 /// Destination of an IP packet; the port only where it can be read for sure.
+/// Reads the linear packet data directly (no helper call on every packet of
+/// the host); headers outside it are read with `bpf_skb_load_bytes`.
 #[inline(always)]
 fn parse(ctx: &SkBuffContext) -> Option<Dest> {
     let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     if proto == ETH_P_IP {
-        let h: [u8; 20] = ctx.load(0).ok()?;
+        let h: [u8; 20] = header(ctx, 0)?;
         let ihl = ((h[0] & 0x0f) as usize) * 4;
         let frag_off = (((h[6] & 0x1f) as u16) << 8) | h[7] as u16;
         let key = addr::key_from_v4_octets([h[16], h[17], h[18], h[19]]);
@@ -138,7 +140,7 @@ fn parse(ctx: &SkBuffContext) -> Option<Dest> {
             protocol: h[9],
         })
     } else if proto == ETH_P_IPV6 {
-        let h: [u8; 40] = ctx.load(0).ok()?;
+        let h: [u8; 40] = header(ctx, 0)?;
         let mut key = [0u8; 16];
         key.copy_from_slice(&h[24..40]);
         let port = if h[6] == IPPROTO_TCP || h[6] == IPPROTO_UDP {
@@ -153,6 +155,22 @@ fn parse(ctx: &SkBuffContext) -> Option<Dest> {
         })
     } else {
         None
+    }
+}
+
+/// `N` bytes at `off`: straight from the linear data when they are there.
+#[inline(always)]
+fn header<const N: usize>(ctx: &SkBuffContext, off: usize) -> Option<[u8; N]> {
+    let (data, end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
+    if data + off + N <= end {
+        Some(unsafe { core::ptr::read_unaligned((data + off) as *const [u8; N]) })
+    } else {
+        ctx.load(off).ok()
     }
 }
 

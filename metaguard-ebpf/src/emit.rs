@@ -4,19 +4,22 @@
 //! Allow events do not wake the reader: a wakeup is an irq_work, which on a
 //! virtual machine costs an inter-processor interrupt (microseconds) on the
 //! decision's path. The daemon drains the buffer on a short timer instead,
-//! and is woken at once for denials and audits (operators want them live,
-//! and the daemon labels them from /proc while the process still runs) or
-//! when the buffer is filling up.
+//! and is woken for denials and audits (operators want them live, and the
+//! daemon labels them from /proc while the process still runs) at most once
+//! per CPU every `DENY_WAKEUP_NS`, so a storm of denials does not pay an
+//! interrupt each; and whenever the buffer is filling up.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_ktime_get_boot_ns, bpf_ringbuf_query},
 };
 use metaguard_common::{decide::Action, event::Event};
 
-use crate::maps::{EVENTS, EVENTS_BYTES, LOST};
+use crate::maps::{EVENTS, EVENTS_BYTES, LAST_WAKEUP, LOST};
 
 /// Wake the reader once a quarter of the buffer is waiting.
 const WAKEUP_BACKLOG: u64 = EVENTS_BYTES as u64 / 4;
+/// Minimum gap between wakeups for denials, per CPU.
+const DENY_WAKEUP_NS: u64 = 5_000_000;
 
 /// Reserves an event, lets `fill` write it, and submits it.
 #[inline(always)]
@@ -26,11 +29,13 @@ pub fn emit(fill: impl FnOnce(&mut Event)) {
             let ev = unsafe { &mut *entry.as_mut_ptr() };
             // Zero first: the reserved memory holds an older event's bytes.
             unsafe { core::ptr::write_bytes(ev as *mut Event, 0, 1) };
-            ev.time_ns = unsafe { bpf_ktime_get_boot_ns() };
+            let now = unsafe { bpf_ktime_get_boot_ns() };
+            ev.time_ns = now;
             fill(ev);
             let map = core::ptr::addr_of!(EVENTS) as *mut core::ffi::c_void;
             let backlog = unsafe { bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA as u64) };
-            let urgent = ev.action != Action::Allow as u8 || backlog >= WAKEUP_BACKLOG;
+            let urgent = backlog >= WAKEUP_BACKLOG
+                || (ev.action != Action::Allow as u8 && deny_wakeup_due(now));
             let flags = if urgent {
                 BPF_RB_FORCE_WAKEUP
             } else {
@@ -43,5 +48,21 @@ pub fn emit(fill: impl FnOnce(&mut Event)) {
                 unsafe { *n += 1 };
             }
         }
+    }
+}
+
+/// True at most once per `DENY_WAKEUP_NS` on this CPU.
+#[inline(always)]
+fn deny_wakeup_due(now: u64) -> bool {
+    match LAST_WAKEUP.get_ptr_mut(0) {
+        Some(last) => unsafe {
+            if now.wrapping_sub(*last) >= DENY_WAKEUP_NS {
+                *last = now;
+                true
+            } else {
+                false
+            }
+        },
+        None => true,
     }
 }

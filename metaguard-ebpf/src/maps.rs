@@ -48,6 +48,10 @@ pub static EVENTS: RingBuf<Event, EVENTS_BYTES> = RingBuf::new();
 #[btf_map]
 pub static LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
 
+/// When this CPU last woke the event reader for a denial (boot ns).
+#[btf_map]
+pub static LAST_WAKEUP: PerCpuArray<u64, 1> = PerCpuArray::new();
+
 /// Tags of sockets allowed to reach a protected destination, by socket
 /// cookie (unique for the host's uptime, never reused). An LRU hash rather
 /// than socket-local storage: its entries are preallocated, where creating

@@ -120,6 +120,7 @@ fn main() {
 
     let (mut base_u, mut base_p, mut mg_u, mut mg_p) = (vec![], vec![], vec![], vec![]);
     let (mut ns_u, mut ns_p, mut ns_d, mut mg_d) = (vec![], vec![], vec![], vec![]);
+    let (mut eg_ns, mut eg_pkts) = (vec![], vec![]);
     let copy = tmp.0.join("probe-copy");
     std::fs::copy(&probe, &copy).unwrap();
     for round in 0..rounds() {
@@ -138,9 +139,13 @@ fn main() {
             guard.apply(&pol).unwrap();
             guard.attach(sb.cgroup_dir()).unwrap();
             let drain = Drainer::start(&mut guard);
+            let e0 = prog_stats(&guard, "egress");
             let s0 = prog_stats(&guard, "connect4");
             mg_u.push(connect_median(&sb, &probe, &unprot, false));
             let s1 = prog_stats(&guard, "connect4");
+            let e1 = prog_stats(&guard, "egress");
+            eg_ns.push(per_run(e0, e1));
+            eg_pkts.push((e1.1 - e0.1) as f64 / CONNECTS.parse::<f64>().unwrap());
             mg_p.push(connect_median(&sb, &probe, &prot, false));
             let s2 = prog_stats(&guard, "connect4");
             mg_d.push(connect_median(&sb, &copy, &prot, true));
@@ -189,6 +194,11 @@ fn main() {
         median(&mut ns_u),
         median(&mut ns_p),
         median(&mut ns_d)
+    );
+    println!(
+        "egress backstop run time per packet (unprotected connects): {:.0} ns, {:.1} packets per connect+close",
+        median(&mut eg_ns),
+        median(&mut eg_pkts)
     );
 }
 

@@ -2,6 +2,8 @@
 //! refusing a bad policy or cgroup with a message that names the problem.
 use std::process::Command;
 
+use metaguard::demo::TempDir;
+
 fn metaguard(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_metaguard"))
         .args(args)
@@ -14,17 +16,17 @@ fn metaguard(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn write(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("metaguard-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+/// Writes `text` to `name` in a temp dir removed when the guard drops.
+fn write(name: &str, text: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new("cli").unwrap();
+    let p = dir.0.join(name);
     std::fs::write(&p, text).unwrap();
-    p
+    (dir, p)
 }
 
 #[test]
 fn check_prints_the_compiled_policy() {
-    let p = write("good.toml", "include = [\"aws\"]\n\n[[allow]]\nname = \"sh\"\nexe = \"/bin/sh\"\nendpoints = [\"aws-imds\"]\n");
+    let (_dir, p) = write("good.toml", "include = [\"aws\"]\n\n[[allow]]\nname = \"sh\"\nexe = \"/bin/sh\"\nendpoints = [\"aws-imds\"]\n");
     let (code, out, err) = metaguard(&["check", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -36,7 +38,7 @@ fn check_prints_the_compiled_policy() {
 
 #[test]
 fn check_reports_every_error_with_file_line_column_and_exits_2() {
-    let p = write(
+    let (_dir, p) = write(
         "bad.toml",
         "include = [\"aws\", \"azur\"]\n\n[[endpoint]]\nname = \"imds\"\naddresses = [\"169.254.169.254/16\"]\ncolour = \"red\"\n\n[[allow]]\nname = \"a\"\nexe = \"/no/such/file\"\n\n[[allow]]\nname = \"a\"\nusers = [\"no-such-user-here\"]\n",
     );
@@ -65,7 +67,7 @@ fn check_names_an_unreadable_file() {
 
 #[test]
 fn run_refuses_a_bad_policy_before_touching_the_kernel() {
-    let p = write("run-bad.toml", "mode = \"enforcing\"\n");
+    let (_dir, p) = write("run-bad.toml", "mode = \"enforcing\"\n");
     let (code, _, err) = metaguard(&["run", "--policy", p.to_str().unwrap()]);
     if nix::unistd::geteuid().is_root() {
         assert_eq!(code, 2, "{err}");
@@ -82,7 +84,7 @@ fn run_refuses_a_missing_cgroup() {
         eprintln!("SKIPPED run_refuses_a_missing_cgroup: needs root");
         return;
     }
-    let p = write(
+    let (_dir, p) = write(
         "run-ok.toml",
         "include = [\"aws\"]\n\n[[allow]]\nname = \"sh\"\nexe = \"/bin/sh\"\n",
     );

@@ -190,7 +190,7 @@ pub fn run(format: Format) -> Result<()> {
             expect_ok: true,
         },
         Scenario {
-            title: "a byte-identical copy of the allowed program",
+            title: "a byte-identical copy of the allowed program (its comm still reads metaguard-probe: names prove nothing)",
             program: copy.clone(),
             args: args(&["tcp", &imds, "80"]),
             expect_ok: false,

@@ -1,7 +1,11 @@
 //! Built-in endpoint presets: the metadata services of the common clouds,
 //! pulled in with `include = ["aws", ...]`.
 //!
-//! Each endpoint covers every port (TCP and UDP) unless `ports` says otherwise.
+//! Each endpoint covers the ports its service answers on (TCP and UDP). Not
+//! every port: some of these addresses also serve DNS (GCE's metadata server
+//! on 169.254.169.254:53, Azure's 168.63.129.16:53), and presets are combined
+//! in multi-cloud images, so "every port" on one cloud's endpoint would cut
+//! another cloud's name resolution for every guarded process.
 
 /// One endpoint a preset defines.
 #[derive(Debug, Clone, Copy)]
@@ -18,11 +22,14 @@ pub struct Preset {
     pub endpoints: &'static [PresetEndpoint],
 }
 
+/// The metadata services answer HTTP on port 80.
+const HTTP: &[u16] = &[80];
+
 const fn ep(name: &'static str, addresses: &'static [&'static str]) -> PresetEndpoint {
     PresetEndpoint {
         name,
         addresses,
-        ports: None,
+        ports: Some(HTTP),
     }
 }
 
@@ -57,10 +64,14 @@ pub const PRESETS: &[Preset] = &[
             // Azure Instance Metadata Service: instance data and managed
             // identity tokens.
             ep("azure-imds", &["169.254.169.254/32"]),
-            // WireServer: VM agent/extension configuration and certificates.
-            // The same address also serves Azure DNS (port 53) and health
-            // probes, so guarded processes need an allow rule to resolve names.
-            ep("azure-wireserver", &["168.63.129.16/32"]),
+            // WireServer: VM agent/extension configuration and certificates
+            // (80), and the guest agent's host plugin (32526). The same
+            // address serves Azure DNS on 53, which stays reachable.
+            PresetEndpoint {
+                name: "azure-wireserver",
+                addresses: &["168.63.129.16/32"],
+                ports: Some(&[80, 32526]),
+            },
         ],
     },
     Preset {

@@ -123,7 +123,7 @@ users = [0]
                 "169.254.169.254/32".parse().unwrap(),
                 "fd00:ec2::254/128".parse().unwrap()
             ],
-            ports: None,
+            ports: Some(vec![80]),
             mode: Mode::Enforce,
         }
     );
@@ -175,7 +175,7 @@ users = [0]
         "{s}"
     );
     assert!(
-        s.contains("  aws-imds [preset aws]: 169.254.169.254/32, fd00:ec2::254/128; every port (tcp, udp); enforce\n"),
+        s.contains("  aws-imds [preset aws]: 169.254.169.254/32, fd00:ec2::254/128; port 80 (tcp, udp); enforce\n"),
         "{s}"
     );
     assert!(
@@ -273,10 +273,16 @@ users = [0]
             ("openstack-metadata", "openstack"),
         ]
     );
-    assert!(p
-        .endpoints
-        .iter()
-        .all(|e| e.ports.is_none() && e.mode == Mode::Enforce));
+    // Presets guard their HTTP ports (DNS on shared addresses stays reachable).
+    assert!(p.endpoints.iter().all(|e| e.mode == Mode::Enforce));
+    for e in &p.endpoints {
+        let want: &[u16] = if e.name == "azure-wireserver" {
+            &[80, 32526]
+        } else {
+            &[80]
+        };
+        assert_eq!(e.ports.as_deref(), Some(want), "{}", e.name);
+    }
     let ep = |n: &str| p.endpoint_index(n).unwrap();
     assert_eq!(
         p.rules[0].endpoints,

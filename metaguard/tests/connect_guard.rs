@@ -538,3 +538,45 @@ fn ring_buffer_overflow_is_reported() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A cgroup removed on drop (after its processes have exited).
+struct SubCgroup(std::path::PathBuf);
+
+impl Drop for SubCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!("could not remove {}", self.0.display());
+    }
+}
+
+#[test]
+fn cgroup_rules_cover_descendants() {
+    let policy = r#"
+[[endpoint]]
+name = "imds"
+addresses = ["169.254.169.254/32"]
+
+[[allow]]
+name = "sandbox-cgroup"
+cgroups = ["{cgroup}"]
+"#;
+    let env = env_or_skip!("cgdesc", policy);
+    let sub = SubCgroup(env.sb.cgroup_dir().join("metaguard-nested").join("deeper"));
+    std::fs::create_dir_all(&sub.0).unwrap();
+    let _mid = SubCgroup(sub.0.parent().unwrap().to_path_buf());
+    let _sub = sub;
+    let deeper = _sub.0.join("cgroup.procs");
+    let script = format!("echo $$ > {} && exec {} tcp {IMDS} 80", deeper.display(), env.copy.display());
+    let nested = env.run(std::path::Path::new("sh"), &["-c", &script]);
+    assert!(nested.ok(), "a process two levels below the named cgroup is covered: {nested:?}");
+    let ev = env.wait_event(|e| e["rule"] == "sandbox-cgroup").expect("allow event");
+    assert!(ev["cgroup"]["path"].as_str().unwrap().ends_with("/metaguard-nested/deeper"), "{ev}");
+    // Outside the named cgroup (not moved into the sandbox cgroup) the rule does not match;
+    // the programs are attached to the sandbox cgroup only, so such a process is not
+    // guarded at all: nothing to assert there beyond the nested case above.
+}

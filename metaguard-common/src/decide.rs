@@ -16,6 +16,8 @@ pub struct Subject<'a> {
     pub exe: Option<&'a ExeEntry>,
     pub uid: Option<&'a SubjectEntry>,
     pub gid: Option<&'a SubjectEntry>,
+    /// Union of the entries of the caller's supplementary groups.
+    pub groups_rules: RuleSet,
     /// Union of the entries of the caller's cgroup ancestors that are named.
     pub cgroup_guard: bool,
     pub cgroup_rules: RuleSet,
@@ -80,7 +82,8 @@ pub fn matching_rules(cfg: &Config, s: &Subject) -> RuleSet {
     let gid = match s.gid {
         Some(e) => e.rules.or(&cfg.any_gid),
         None => cfg.any_gid,
-    };
+    }
+    .or(&s.groups_rules);
     let cgroup = s.cgroup_rules.or(&cfg.any_cgroup);
     exe.and(&uid).and(&gid).and(&cgroup)
 }
@@ -232,6 +235,20 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decide(&c, &dest(&[3, 5]), &s_www).rule, Some(5));
+    }
+
+    #[test]
+    fn supplementary_groups_satisfy_group_selectors() {
+        let mut c = cfg(ENFORCE_ALL);
+        c.any_exe = set(&[2]);
+        c.any_uid = set(&[2]);
+        c.any_cgroup = set(&[2]);
+        let s = Subject {
+            groups_rules: set(&[2]),
+            ..Default::default()
+        };
+        assert_eq!(decide(&c, &dest(&[2]), &s).rule, Some(2));
+        assert!(!decide(&c, &dest(&[2]), &Subject::default()).passes());
     }
 
     #[test]

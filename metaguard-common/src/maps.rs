@@ -108,6 +108,10 @@ pub struct SubjectEntry {
 pub const CONFIG_ENFORCE: u32 = 1;
 /// No `[guard]` selectors: every process is guarded.
 pub const CONFIG_GUARD_ALL: u32 = 2;
+/// Some rule names groups: look up the caller's supplementary groups too.
+pub const CONFIG_GROUPS: u32 = 4;
+/// Supplementary groups looked up per decision; more are not considered.
+pub const MAX_SUPPLEMENTARY_GROUPS: usize = 16;
 
 /// The single entry of the `CONFIG` array.
 #[repr(C)]

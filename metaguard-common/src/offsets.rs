@@ -22,6 +22,14 @@ pub struct KernelOffsets {
     pub sb_dev: u32,
     /// `dentry.d_name.name`
     pub dentry_name: u32,
+    /// `task_struct.cred`
+    pub task_cred: u32,
+    /// `cred.group_info`
+    pub cred_group_info: u32,
+    /// `group_info.ngroups`
+    pub group_info_ngroups: u32,
+    /// `group_info.gid` (the array of supplementary group ids)
+    pub group_info_gid: u32,
     /// Non-zero once filled in by the daemon; programs refuse to guess.
     pub valid: u32,
 }

@@ -14,7 +14,7 @@ use metaguard_common::{
 
 use crate::{
     emit::emit,
-    identity::{cgroup_match, current_exe},
+    identity::{cgroup_match, current_exe, supplementary_rules},
     maps::{maybe_protected, prefix_key, CONFIG, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
 };
 
@@ -98,6 +98,7 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
         exe: exe.as_ref().and_then(|e| unsafe { EXES.get(&e.key) }),
         uid: unsafe { UIDS.get(&uid) },
         gid: unsafe { GIDS.get(&gid) },
+        groups_rules: supplementary_rules(cfg),
         cgroup_guard: cg.guard,
         cgroup_rules: cg.rules,
     };

@@ -3,16 +3,16 @@
 //! the named cgroups among the caller's ancestors.
 use aya_ebpf::bindings::__sk_buff;
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_probe_read_kernel_str,
-    bpf_skb_ancestor_cgroup_id,
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str, bpf_skb_ancestor_cgroup_id,
 };
 use metaguard_common::{
     event::EXE_NAME_LEN,
-    maps::{Config, ExeKey, MAX_CGROUP_LEVEL},
+    maps::{Config, ExeKey, CONFIG_GROUPS, MAX_CGROUP_LEVEL, MAX_SUPPLEMENTARY_GROUPS},
     ruleset::RuleSet,
 };
 
-use crate::maps::{offsets, CGROUPS};
+use crate::maps::{offsets, CGROUPS, GIDS};
 
 /// The running executable as the kernel identifies it.
 pub struct Exe {
@@ -70,6 +70,51 @@ pub fn current_exe(name: &mut [u8; EXE_NAME_LEN]) -> Option<Exe> {
             generation,
         })
     }
+}
+
+/// Rules whose `groups` name one of the caller's supplementary groups (the
+/// first `MAX_SUPPLEMENTARY_GROUPS`), from `current->cred->group_info`.
+#[inline(always)]
+pub fn supplementary_rules(cfg: &Config) -> RuleSet {
+    let mut rules = RuleSet::EMPTY;
+    let o = offsets();
+    if cfg.flags & CONFIG_GROUPS == 0 || o.valid == 0 {
+        return rules;
+    }
+    let mut gids = [0u32; MAX_SUPPLEMENTARY_GROUPS];
+    let n = unsafe {
+        let task = bpf_get_current_task_btf() as u64;
+        let cred: u64 = field(task, o.task_cred);
+        if cred == 0 {
+            return rules;
+        }
+        let gi: u64 = field(cred, o.cred_group_info);
+        if gi == 0 {
+            return rules;
+        }
+        let n: i32 = field(gi, o.group_info_ngroups);
+        let src = (gi + o.group_info_gid as u64) as *const core::ffi::c_void;
+        if bpf_probe_read_kernel(
+            gids.as_mut_ptr().cast(),
+            core::mem::size_of_val(&gids) as u32,
+            src,
+        ) != 0
+        {
+            return rules;
+        }
+        n
+    };
+    let mut i = 0;
+    while i < MAX_SUPPLEMENTARY_GROUPS {
+        if i as i32 >= n {
+            break;
+        }
+        if let Some(e) = unsafe { GIDS.get(&gids[i]) } {
+            rules = rules.or(&e.rules);
+        }
+        i += 1;
+    }
+    rules
 }
 
 /// What the named cgroups say about a caller: whether one of them is a

@@ -73,6 +73,10 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     inode_generation: 0,
     sb_dev: 0,
     dentry_name: 0,
+    task_cred: 0,
+    cred_group_info: 0,
+    group_info_ngroups: 0,
+    group_info_gid: 0,
     valid: 0,
 };
 

@@ -450,6 +450,17 @@ cgroups = ["{cgroup}"]
         as_group.ok(),
         "gid 4242 is allowed by group rule: {as_group:?}"
     );
+    // A supplementary group counts as much as the primary one.
+    let mut c = env.sb.client(&env.copy);
+    c.args(["tcp", IMDS, "80"])
+        .gid(4243)
+        .uid(4243)
+        .groups(&[4243, 4242]);
+    let supp = common::outcome(c.output().unwrap());
+    assert!(
+        supp.ok(),
+        "supplementary gid 4242 is allowed by group rule: {supp:?}"
+    );
     let other = env.run_as(&env.copy, &["tcp", IMDS, "80"], Some((4243, 4243)));
     assert!(other.denied(), "{other:?}");
     assert!(
@@ -571,9 +582,24 @@ cgroups = ["{cgroup}"]
     let _mid = SubCgroup(sub.0.parent().unwrap().to_path_buf());
     let _sub = sub;
     let deeper = _sub.0.join("cgroup.procs");
-    let script = format!("echo $$ > {} && exec {} tcp {IMDS} 80", deeper.display(), env.copy.display());
+    let script = format!(
+        "echo $$ > {} && exec {} tcp {IMDS} 80",
+        deeper.display(),
+        env.copy.display()
+    );
     let nested = env.run(std::path::Path::new("sh"), &["-c", &script]);
-    assert!(nested.ok(), "a process two levels below the named cgroup is covered: {nested:?}");
-    let ev = env.wait_event(|e| e["rule"] == "sandbox-cgroup").expect("allow event");
-    assert!(ev["cgroup"]["path"].as_str().unwrap().ends_with("/metaguard-nested/deeper"), "{ev}");
+    assert!(
+        nested.ok(),
+        "a process two levels below the named cgroup is covered: {nested:?}"
+    );
+    let ev = env
+        .wait_event(|e| e["rule"] == "sandbox-cgroup")
+        .expect("allow event");
+    assert!(
+        ev["cgroup"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/metaguard-nested/deeper"),
+        "{ev}"
+    );
 }

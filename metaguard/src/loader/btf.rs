@@ -219,6 +219,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         inode_generation: btf.offset_of("inode", "i_generation")?,
         sb_dev: btf.offset_of("super_block", "s_dev")?,
         dentry_name: btf.offset_of("dentry", "d_name.name")?,
+        task_cred: btf.offset_of("task_struct", "cred")?,
+        cred_group_info: btf.offset_of("cred", "group_info")?,
+        group_info_ngroups: btf.offset_of("group_info", "ngroups")?,
+        group_info_gid: btf.offset_of("group_info", "gid")?,
         valid: 1,
     })
 }

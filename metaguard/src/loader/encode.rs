@@ -16,7 +16,8 @@ use metaguard_common::{
     },
     maps::{
         Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry, CONFIG_ENFORCE,
-        CONFIG_GUARD_ALL, EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, PORT_ANY, PROTECTED_AUDIT,
+        CONFIG_GROUPS, CONFIG_GUARD_ALL, EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, PORT_ANY,
+        PROTECTED_AUDIT,
     },
     ruleset::RuleSet,
 };
@@ -205,6 +206,8 @@ fn encode_subjects(policy: &Policy, out: &mut Encoded) {
         }
         if r.groups.is_empty() {
             cfg.any_gid.insert(i);
+        } else {
+            cfg.flags |= CONFIG_GROUPS;
         }
         for &g in &r.groups {
             gids.entry(g).or_default().rules.insert(i);

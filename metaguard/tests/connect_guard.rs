@@ -603,3 +603,40 @@ cgroups = ["{cgroup}"]
         "{ev}"
     );
 }
+
+#[test]
+fn sighup_reloads_and_a_bad_policy_keeps_the_old_one() {
+    let env = env_or_skip!("reload", PROBE_ONLY);
+    assert!(env.run(&env.probe, &["connect-only", IMDS, "80"]).ok());
+    assert!(env.run(&env.copy, &["connect-only", IMDS, "80"]).denied());
+    let hup = || unsafe { libc::kill(env.daemon.pid() as i32, libc::SIGHUP) };
+    let eventually = |program: &std::path::Path, allowed: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let o = env.run(program, &["connect-only", IMDS, "80"]);
+            if o.ok() == allowed && (allowed || o.denied()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} still {:?} after reload",
+                program.display(),
+                o
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // Swap who is allowed: the copy now, not the probe.
+    let text = std::fs::read_to_string(&env.policy).unwrap();
+    let swapped = text.replace(env.probe.to_str().unwrap(), env.copy.to_str().unwrap());
+    std::fs::write(&env.policy, &swapped).unwrap();
+    hup();
+    eventually(&env.copy, true);
+    eventually(&env.probe, false);
+    // An invalid policy is rejected; the running one stays in force.
+    std::fs::write(&env.policy, "mode = \"enforcing\"\n").unwrap();
+    hup();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(env.run(&env.copy, &["connect-only", IMDS, "80"]).ok());
+    assert!(env.run(&env.probe, &["connect-only", IMDS, "80"]).denied());
+}

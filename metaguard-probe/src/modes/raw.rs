@@ -84,6 +84,32 @@ fn source_port() -> u16 {
     40000 + (unsafe { libc::getpid() } as u32 % 20000) as u16
 }
 
+/// An IPv4/UDP packet carrying the payload to `dst`, and how its source
+/// address was chosen.
+fn udp_packet(o: &Opts, dst: Ipv4Addr) -> (Vec<u8>, String) {
+    let (src, note) = source_for(o, dst);
+    let seg = packet::udp_segment(src, dst, source_port(), o.port, o.payload.as_bytes());
+    let pid = unsafe { libc::getpid() } as u16;
+    (
+        packet::ipv4_packet(src, dst, packet::IPPROTO_UDP, &seg, pid),
+        note,
+    )
+}
+
+/// The outcome of a send of `len` bytes that sent `r`.
+fn sent(mode: &str, r: usize, len: usize, detail: impl FnOnce() -> String) -> Outcome {
+    if r != len {
+        return Outcome::other(
+            mode,
+            "short_send",
+            format!("sendto sent {r} of {len} bytes"),
+        );
+    }
+    let mut out = Outcome::success(mode, detail());
+    out.sent = r;
+    out
+}
+
 fn send_raw(o: &Opts, mode: &str, pkt: &[u8], dst: Ipv4Addr, note: &str, what: &str) -> Outcome {
     let fd = match net::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) {
         Ok(fd) => fd,
@@ -121,23 +147,13 @@ fn send_raw(o: &Opts, mode: &str, pkt: &[u8], dst: Ipv4Addr, note: &str, what: &
             ),
         );
     }
-    let r = r as usize;
-    if r != pkt.len() {
-        return Outcome::other(
-            mode,
-            "short_send",
-            format!("raw sendto sent {r} of {} bytes", pkt.len()),
-        );
-    }
-    let mut out = Outcome::success(
-        mode,
+    sent(mode, r as usize, pkt.len(), || {
         format!(
-            "raw {what} of {r} bytes sent to {dst} port {}; {note}",
+            "raw {what} of {} bytes sent to {dst} port {}; {note}",
+            pkt.len(),
             o.port
-        ),
-    );
-    out.sent = r;
-    out
+        )
+    })
 }
 
 pub fn raw_udp(o: &Opts, mode: &str) -> Outcome {
@@ -145,15 +161,7 @@ pub fn raw_udp(o: &Opts, mode: &str) -> Outcome {
         Ok(a) => a,
         Err(out) => return *out,
     };
-    let (src, note) = source_for(o, dst);
-    let seg = packet::udp_segment(src, dst, source_port(), o.port, o.payload.as_bytes());
-    let pkt = packet::ipv4_packet(
-        src,
-        dst,
-        packet::IPPROTO_UDP,
-        &seg,
-        unsafe { libc::getpid() } as u16,
-    );
+    let (pkt, note) = udp_packet(o, dst);
     send_raw(o, mode, &pkt, dst, &note, "IPv4/UDP packet")
 }
 
@@ -230,15 +238,7 @@ pub fn packet(o: &Opts, mode: &str) -> Outcome {
             format!("bind(AF_PACKET, {iface}): {}", errno_name(e)),
         );
     }
-    let (src, note) = source_for(o, dst);
-    let seg = packet::udp_segment(src, dst, source_port(), o.port, o.payload.as_bytes());
-    let pkt = packet::ipv4_packet(
-        src,
-        dst,
-        packet::IPPROTO_UDP,
-        &seg,
-        unsafe { libc::getpid() } as u16,
-    );
+    let (pkt, note) = udp_packet(o, dst);
     let mut to = sll;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
@@ -260,21 +260,11 @@ pub fn packet(o: &Opts, mode: &str) -> Outcome {
             format!("sendto(AF_PACKET on {iface}): {}; {note}", errno_name(e)),
         );
     }
-    let r = r as usize;
-    if r != pkt.len() {
-        return Outcome::other(
-            mode,
-            "short_send",
-            format!("packet sendto sent {r} of {} bytes", pkt.len()),
-        );
-    }
-    let mut out = Outcome::success(
-        mode,
+    sent(mode, r as usize, pkt.len(), || {
         format!(
-            "AF_PACKET frame (IPv4/UDP, {r} bytes) sent on {iface} to {dst} port {}; {note}",
+            "AF_PACKET frame (IPv4/UDP, {} bytes) sent on {iface} to {dst} port {}; {note}",
+            pkt.len(),
             o.port
-        ),
-    );
-    out.sent = r;
-    out
+        )
+    })
 }

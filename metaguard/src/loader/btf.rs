@@ -151,22 +151,31 @@ impl Btf {
         id
     }
 
-    /// Byte offset of `field` in struct/union `id`, searching anonymous
-    /// members (whose offsets add up) as the C compiler does.
-    fn member_offset(&self, id: u32, field: &str) -> Option<u32> {
+    /// Byte offset and type of `field` in struct/union `id`, searching
+    /// anonymous members (whose offsets add up) as the C compiler does.
+    fn member(&self, id: u32, field: &str) -> Option<(u32, u32)> {
         let t = self.types.get(id as usize)?;
-        for m in &t.members {
-            if self.name(m.name_off) == field.as_bytes() {
-                return Some(m.bit_offset / 8);
-            }
+        if let Some(m) = t
+            .members
+            .iter()
+            .find(|m| self.name(m.name_off) == field.as_bytes())
+        {
+            return Some((m.bit_offset / 8, m.type_id));
         }
-        for m in &t.members {
+        for m in t
+            .members
+            .iter()
+            .filter(|m| self.name(m.name_off).is_empty())
+        {
             let inner = self.resolve(m.type_id);
-            let it = self.types.get(inner as usize)?;
-            if self.name(m.name_off).is_empty() && matches!(it.kind, KIND_STRUCT | KIND_UNION) {
-                if let Some(off) = self.member_offset(inner, field) {
-                    return Some(m.bit_offset / 8 + off);
-                }
+            if !matches!(
+                self.types.get(inner as usize)?.kind,
+                KIND_STRUCT | KIND_UNION
+            ) {
+                continue;
+            }
+            if let Some((off, ty)) = self.member(inner, field) {
+                return Some((m.bit_offset / 8 + off, ty));
             }
         }
         None
@@ -178,32 +187,15 @@ impl Btf {
         let mut total = 0;
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
-            total += self
-                .member_offset(id, part)
+            let (off, ty) = self
+                .member(id, part)
                 .with_context(|| format!("field {strukt}.{path} not found in kernel BTF"))?;
+            total += off;
             if parts.peek().is_some() {
-                id = self.resolve(self.field_type(id, part).context("member type")?);
+                id = self.resolve(ty);
             }
         }
         Ok(total)
-    }
-
-    fn field_type(&self, id: u32, field: &str) -> Option<u32> {
-        let t = self.types.get(id as usize)?;
-        for m in &t.members {
-            if self.name(m.name_off) == field.as_bytes() {
-                return Some(m.type_id);
-            }
-        }
-        for m in &t.members {
-            let inner = self.resolve(m.type_id);
-            if self.name(m.name_off).is_empty() {
-                if let Some(ty) = self.field_type(inner, field) {
-                    return Some(ty);
-                }
-            }
-        }
-        None
     }
 }
 

@@ -183,44 +183,34 @@ pub fn connect_blocking(fd: RawFd, sa: &SockAddr) -> Result<(), i32> {
 
 /// Send all of `data` (MSG_NOSIGNAL), polling when the socket is full.
 pub fn send_all(fd: RawFd, data: &[u8], deadline: Deadline) -> Result<usize, i32> {
-    let mut off = 0;
-    while off < data.len() {
-        let r = unsafe {
-            libc::send(
-                fd,
-                data[off..].as_ptr() as *const libc::c_void,
-                data.len() - off,
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if r >= 0 {
-            off += r as usize;
-            continue;
-        }
-        match last_errno() {
-            libc::EINTR => continue,
-            libc::EAGAIN => {
-                if wait(fd, libc::POLLOUT, deadline)? == 0 {
-                    return Err(libc::ETIMEDOUT);
-                }
-            }
-            e => return Err(e),
-        }
-    }
-    Ok(off)
+    write_with(fd, data, deadline, |rest| unsafe {
+        libc::send(
+            fd,
+            rest.as_ptr() as *const libc::c_void,
+            rest.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    })
 }
 
 /// Plain write(2) of all of `data` (used by the io_uring modes).
 pub fn write_all(fd: RawFd, data: &[u8], deadline: Deadline) -> Result<usize, i32> {
+    write_with(fd, data, deadline, |rest| unsafe {
+        libc::write(fd, rest.as_ptr() as *const libc::c_void, rest.len())
+    })
+}
+
+/// Calls `op` on what is left of `data` until all of it is written,
+/// retrying on EINTR and polling on EAGAIN until `deadline`.
+fn write_with(
+    fd: RawFd,
+    data: &[u8],
+    deadline: Deadline,
+    op: impl Fn(&[u8]) -> isize,
+) -> Result<usize, i32> {
     let mut off = 0;
     while off < data.len() {
-        let r = unsafe {
-            libc::write(
-                fd,
-                data[off..].as_ptr() as *const libc::c_void,
-                data.len() - off,
-            )
-        };
+        let r = op(&data[off..]);
         if r >= 0 {
             off += r as usize;
             continue;

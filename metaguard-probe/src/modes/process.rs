@@ -91,16 +91,16 @@ fn wait_child(pid: libc::pid_t) -> (i32, String) {
     }
 }
 
-/// `fork ... --then MODE`: the child runs MODE in-process (no exec).
-pub fn fork_then(o: &Opts) -> Report {
-    let mut child_opts = o.clone();
-    child_opts.mode = o.then.clone().unwrap_or_default();
-    let (rd, wr) = match pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            return Report::Outcome(Outcome::fail("fork", e, format!("pipe: {}", errno_name(e))))
-        }
-    };
+/// A pipe, then fork: (pid, read end, write end); both ends are open in
+/// parent and child. Failures become the mode's outcome.
+fn fork_with_pipe(mode: &str) -> Result<(libc::pid_t, RawFd, RawFd), Box<Report>> {
+    let (rd, wr) = pipe().map_err(|e| {
+        Box::new(Report::Outcome(Outcome::fail(
+            mode,
+            e,
+            format!("pipe: {}", errno_name(e)),
+        )))
+    })?;
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let e = last_errno();
@@ -108,8 +108,23 @@ pub fn fork_then(o: &Opts) -> Report {
             libc::close(rd);
             libc::close(wr);
         }
-        return Report::Outcome(Outcome::fail("fork", e, format!("fork: {}", errno_name(e))));
+        return Err(Box::new(Report::Outcome(Outcome::fail(
+            mode,
+            e,
+            format!("fork: {}", errno_name(e)),
+        ))));
     }
+    Ok((pid, rd, wr))
+}
+
+/// `fork ... --then MODE`: the child runs MODE in-process (no exec).
+pub fn fork_then(o: &Opts) -> Report {
+    let mut child_opts = o.clone();
+    child_opts.mode = o.then.clone().unwrap_or_default();
+    let (pid, rd, wr) = match fork_with_pipe("fork") {
+        Ok(t) => t,
+        Err(report) => return *report,
+    };
     if pid == 0 {
         unsafe { libc::close(rd) };
         let out = run_network(&child_opts);
@@ -151,21 +166,10 @@ pub fn fork_exec(o: &Opts) -> Report {
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
 
-    let (rd, wr) = match pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            return Report::Outcome(Outcome::fail("exec", e, format!("pipe: {}", errno_name(e))))
-        }
+    let (pid, rd, wr) = match fork_with_pipe("exec") {
+        Ok(t) => t,
+        Err(report) => return *report,
     };
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let e = last_errno();
-        unsafe {
-            libc::close(rd);
-            libc::close(wr);
-        }
-        return Report::Outcome(Outcome::fail("exec", e, format!("fork: {}", errno_name(e))));
-    }
     if pid == 0 {
         unsafe {
             libc::close(rd);

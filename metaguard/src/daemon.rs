@@ -1,7 +1,6 @@
 //! `metaguard run`: load, fill, attach, stream events until told to stop.
 use std::{
     io::Write as _,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -144,7 +143,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     drop(guard); // detaches every program
     eprintln!("metaguard: detached from {}", dir.display());
     let _ = out.lock().flush();
-    let _ = std::io::stderr().as_raw_fd();
     Ok(())
 }
 

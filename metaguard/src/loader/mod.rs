@@ -129,7 +129,7 @@ impl Guard {
         Ok(())
     }
 
-    /// Updates one executable's identity after its file changed on disk.
+    /// Rewrites the executable map after a rule's file changed on disk.
     pub fn update_exes(&mut self, policy: &Policy) -> Result<()> {
         let enc = encode::encode(policy, self.generation);
         replace_hash(&mut self.ebpf, names::EXES, &enc.exes)

@@ -2,10 +2,13 @@
 //!
 //! A destination is first checked against `PREFILTER` (one inlined array
 //! read, see [`crate::addr::prefilter_index`]): most traffic stops there.
-//! Protected destinations take two lookups: `PREFIXES` (LPM trie over the
+//! Single protected addresses (the usual metadata endpoint) are then found
+//! with one hashed lookup in `DESTS`, by address and port (or any port,
+//! [`PORT_ANY`]). Wider prefixes take two: `PREFIXES` (LPM trie over the
 //! 16-byte key of [`crate::addr`]) gives the *prefix set* an address falls in,
-//! then `PORTS` gives what is protected on that set at a port (or at any port,
-//! [`PORT_ANY`]). Unprotected traffic stops after the first lookup misses.
+//! then `PORTS` gives what is protected on that set at a port. `DESTS` holds
+//! exactly what the LPM path would answer for those addresses, so it is a
+//! shortcut, never a second source of truth.
 //!
 //! Identity lookups (`EXES`, `UIDS`, `GIDS`, `CGROUPS`) each give the
 //! [`RuleSet`] of allow rules that identity satisfies.
@@ -16,6 +19,7 @@ pub mod names {
     pub const PREFILTER: &str = "PREFILTER";
     pub const PREFIXES: &str = "PREFIXES";
     pub const PORTS: &str = "PORTS";
+    pub const DESTS: &str = "DESTS";
     pub const EXES: &str = "EXES";
     pub const UIDS: &str = "UIDS";
     pub const GIDS: &str = "GIDS";
@@ -30,6 +34,11 @@ pub mod names {
 /// Capacities; the daemon checks a policy against them before loading.
 pub const MAX_PREFIXES: u32 = 4096;
 pub const MAX_PORT_ENTRIES: u32 = 16384;
+pub const MAX_DESTS: u32 = 16384;
+
+/// `PREFILTER` values: which lookups a bucket needs (0 = none, unprotected).
+pub const PREFILTER_LPM: u32 = 1;
+pub const PREFILTER_DESTS: u32 = 2;
 pub const MAX_EXES: u32 = 4096;
 pub const MAX_SUBJECTS: u32 = 4096;
 pub const MAX_SOCK_TAGS: u32 = 65536;
@@ -55,6 +64,14 @@ pub struct PrefixInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PortKey {
     pub set: u32,
+    pub port: u32,
+}
+
+/// Key of `DESTS`: one protected address (full-length prefix) and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DestKey {
+    pub addr: [u8; 16],
     pub port: u32,
 }
 
@@ -110,6 +127,8 @@ pub const CONFIG_ENFORCE: u32 = 1;
 pub const CONFIG_GUARD_ALL: u32 = 2;
 /// Some rule names groups: look up the caller's supplementary groups too.
 pub const CONFIG_GROUPS: u32 = 4;
+/// Some rule or `[guard]` names a user: look the caller's uid up.
+pub const CONFIG_UIDS: u32 = 8;
 /// Supplementary groups looked up per decision; more are not considered.
 pub const MAX_SUPPLEMENTARY_GROUPS: usize = 16;
 

@@ -1,10 +1,12 @@
 //! The egress backstop (cgroup_skb): packets to protected destinations pass
-//! only from sockets a connect or sendmsg decision allowed. Raw IP sockets and
+//! only from sockets a connect or sendmsg decision allowed: TCP and UDP
+//! sockets connected to exactly that destination, or sockets a sendmsg
+//! decision tagged. Raw IP sockets and
 //! NAT rewrites of an innocent destination never reach a connect hook; they
 //! end here. Anything that cannot be parsed but goes to a protected address is
 //! treated as protected.
 use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_skb_cgroup_id},
+    helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock, bpf_skb_cgroup_id},
     programs::SkBuffContext,
 };
 use metaguard_common::{
@@ -18,7 +20,7 @@ use crate::{
     emit::emit,
     guard::protected_at,
     identity::cgroup_match,
-    maps::{maybe_protected, prefix_key, CONFIG, PREFIXES, SOCK_TAGS, UIDS},
+    maps::{prefilter, prefix_key, CONFIG, PREFIXES, SOCK_TAGS, UIDS},
 };
 
 const PASS: i32 = 1;
@@ -27,6 +29,10 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 
 struct Dest {
     key: [u8; 16],
@@ -39,18 +45,19 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
     let Some(d) = parse(ctx) else {
         return PASS; // Not IP: no protected destination to reach.
     };
-    if !maybe_protected(&d.key) {
+    if prefilter(&d.key) == 0 {
         return PASS;
     }
-    let Some(info) = PREFIXES.get(&prefix_key(d.key)) else {
-        return PASS;
-    };
     let (endpoint, audit_only) = match d.port {
         Some(port) => match protected_at(d.key, port) {
             Some(p) => (p.endpoint, p.flags & PROTECTED_AUDIT != 0),
             None => return PASS,
         },
-        None => (info.endpoint, info.flags & PROTECTED_AUDIT != 0),
+        // No port to read: the address alone makes it protected.
+        None => match PREFIXES.get(&prefix_key(d.key)) {
+            Some(info) => (info.endpoint, info.flags & PROTECTED_AUDIT != 0),
+            None => return PASS,
+        },
     };
     let Some(cfg) = CONFIG.get(0) else {
         return DROP;
@@ -59,6 +66,9 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
     let uid = ctx.skb.get_socket_uid();
     let cg = cgroup_match(cfg, Some(skb));
     if !decide::is_guarded(cfg, unsafe { UIDS.get(&uid) }, cg.guard) {
+        return PASS;
+    }
+    if connected_to(ctx, &d) {
         return PASS;
     }
     let reason = match socket_tag(ctx) {
@@ -77,6 +87,52 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
         DROP
     } else {
         PASS
+    }
+}
+
+/// True when the packet goes exactly where its TCP or UDP socket is
+/// connected. Such a socket got there through a connect hook (which would
+/// have refused it), so connects need no tag. Raw and packet sockets connect
+/// without a hook, and a NAT rewrite makes the packet's destination differ
+/// from the socket's: both fall through to the tag check.
+#[inline(always)]
+fn connected_to(ctx: &SkBuffContext, d: &Dest) -> bool {
+    unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return false;
+        }
+        // Only TCP has sockets that are not full (time-wait, request).
+        let full = bpf_sk_fullsock(sk);
+        if !full.is_null() {
+            let ty = core::ptr::read_volatile(&(*full).type_);
+            let protocol = core::ptr::read_volatile(&(*full).protocol);
+            let stream = ty == SOCK_STREAM && protocol == IPPROTO_TCP as u32;
+            let dgram = ty == SOCK_DGRAM && protocol == IPPROTO_UDP as u32;
+            if !(stream || dgram) {
+                return false;
+            }
+        }
+        if let Some(port) = d.port {
+            if u16::from_be(core::ptr::read_volatile(&(*sk).dst_port)) != port {
+                return false;
+            }
+        }
+        let family = core::ptr::read_volatile(&(*sk).family);
+        if family == AF_INET {
+            let ip = core::ptr::read_volatile(&(*sk).dst_ip4);
+            addr::key_from_v4_raw(ip) == d.key
+        } else if family == AF_INET6 {
+            let words = [
+                core::ptr::read_volatile(&(*sk).dst_ip6[0]),
+                core::ptr::read_volatile(&(*sk).dst_ip6[1]),
+                core::ptr::read_volatile(&(*sk).dst_ip6[2]),
+                core::ptr::read_volatile(&(*sk).dst_ip6[3]),
+            ];
+            addr::key_from_v6_raw(words) == d.key
+        } else {
+            false
+        }
     }
 }
 

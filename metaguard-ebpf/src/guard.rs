@@ -9,13 +9,16 @@ use metaguard_common::{
     addr::{self, port_from_user_port},
     decide::{self, Action, Subject},
     event::{Hook, EVENT_NO_EXE, EXE_NAME_LEN, NONE_U16},
-    maps::{PortKey, Protected, SockTag, PORT_ANY},
+    maps::{
+        DestKey, PortKey, Protected, SockTag, CONFIG_GROUPS, CONFIG_UIDS, PORT_ANY,
+        PREFILTER_DESTS, PREFILTER_LPM,
+    },
 };
 
 use crate::{
     emit::emit,
     identity::{cgroup_match, current_exe, supplementary_rules},
-    maps::{maybe_protected, prefix_key, CONFIG, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
+    maps::{prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
 };
 
 const ALLOW: i32 = 1;
@@ -55,12 +58,32 @@ pub fn sock_addr_v6(ctx: &SockAddrContext, hook: Hook) -> i32 {
     )
 }
 
-/// What is protected at `key`:`port`, if anything. One LPM lookup on the
-/// fast path (unprotected address); a second, hashed, when it is protected.
+/// What is protected at `key`:`port`, if anything. Unprotected addresses
+/// stop at the pre-filter; single protected addresses take one hashed lookup
+/// per port tried; addresses in wider prefixes go through the LPM trie.
 #[inline(always)]
 pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
-    if !maybe_protected(&key) {
+    let needs = prefilter(&key);
+    if needs == 0 {
         return None;
+    }
+    if needs & PREFILTER_DESTS != 0 {
+        let found = unsafe {
+            DESTS
+                .get(&DestKey {
+                    addr: key,
+                    port: port as u32,
+                })
+                .or_else(|| {
+                    DESTS.get(&DestKey {
+                        addr: key,
+                        port: PORT_ANY,
+                    })
+                })
+        };
+        if found.is_some() || needs & PREFILTER_LPM == 0 {
+            return found;
+        }
     }
     let info = PREFIXES.get(&prefix_key(key))?;
     let set = info.set;
@@ -96,14 +119,25 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
     let subject = Subject {
         exe_generation: exe.as_ref().map(|e| e.generation),
         exe: exe.as_ref().and_then(|e| unsafe { EXES.get(&e.key) }),
-        uid: unsafe { UIDS.get(&uid) },
-        gid: unsafe { GIDS.get(&gid) },
+        // Skip lookups in maps the policy leaves empty.
+        uid: if cfg.flags & CONFIG_UIDS != 0 {
+            unsafe { UIDS.get(&uid) }
+        } else {
+            None
+        },
+        gid: if cfg.flags & CONFIG_GROUPS != 0 {
+            unsafe { GIDS.get(&gid) }
+        } else {
+            None
+        },
         groups_rules: supplementary_rules(cfg),
         cgroup_guard: cg.guard,
         cgroup_rules: cg.rules,
     };
     let verdict = decide::decide(cfg, dest, &subject);
-    if verdict.passes() {
+    // A connected socket is recognised at the backstop by its destination;
+    // only sendmsg, which leaves the socket unconnected, needs a tag.
+    if verdict.passes() && matches!(hook, Hook::Sendmsg4 | Hook::Sendmsg6) {
         tag_socket(ctx, key, port, hook, verdict.action, cfg.generation);
     }
     let sa = unsafe { &*ctx.sock_addr };

@@ -8,8 +8,8 @@ use metaguard_common::{
     addr::{prefilter_index, PREFILTER_BUCKETS},
     event::Event,
     maps::{
-        Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry, MAX_EXES,
-        MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SOCK_TAGS, MAX_SUBJECTS,
+        Config, DestKey, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry,
+        MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SOCK_TAGS, MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
 };
@@ -23,6 +23,9 @@ pub static PREFIXES: LpmTrie<[u8; 16], PrefixInfo, { MAX_PREFIXES as usize }> = 
 
 #[btf_map]
 pub static PORTS: HashMap<PortKey, Protected, { MAX_PORT_ENTRIES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static DESTS: HashMap<DestKey, Protected, { MAX_DESTS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static EXES: HashMap<ExeKey, ExeEntry, { MAX_EXES as usize }> = HashMap::new();
@@ -85,10 +88,11 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
 
-/// Cheap test that `addr` may be protected; false means certainly not.
+/// Which lookups `addr` needs (`PREFILTER_LPM` | `PREFILTER_DESTS`); 0 means
+/// certainly not protected.
 #[inline(always)]
-pub fn maybe_protected(addr: &[u8; 16]) -> bool {
-    matches!(PREFILTER.get(prefilter_index(addr)), Some(&v) if v != 0)
+pub fn prefilter(addr: &[u8; 16]) -> u32 {
+    PREFILTER.get(prefilter_index(addr)).copied().unwrap_or(0)
 }
 
 #[inline(always)]

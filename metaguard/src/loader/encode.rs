@@ -15,9 +15,9 @@ use metaguard_common::{
         V4_MAPPED_PREFIX_BITS,
     },
     maps::{
-        Config, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry, CONFIG_ENFORCE,
-        CONFIG_GROUPS, CONFIG_GUARD_ALL, EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, PORT_ANY,
-        PROTECTED_AUDIT,
+        Config, DestKey, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry,
+        CONFIG_ENFORCE, CONFIG_GROUPS, CONFIG_GUARD_ALL, CONFIG_UIDS, EXE_CHECK_GENERATION,
+        MAX_CGROUP_LEVEL, PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM, PROTECTED_AUDIT,
     },
     ruleset::RuleSet,
 };
@@ -45,6 +45,11 @@ impl KeyPrefix {
         }
     }
 
+    /// A single address: found through `DESTS` without the LPM trie.
+    pub fn is_host(&self) -> bool {
+        self.bits == 128
+    }
+
     /// Whether `self` covers `other` (same or shorter prefix, same leading bits).
     pub fn covers(&self, other: &KeyPrefix) -> bool {
         self.bits <= other.bits && {
@@ -66,10 +71,12 @@ impl KeyPrefix {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Encoded {
     pub config: Config,
-    /// Pre-filter buckets (see `addr::prefilter_index`) holding a protected prefix.
-    pub prefilter: Vec<u32>,
+    /// Pre-filter buckets (see `addr::prefilter_index`) holding a protected
+    /// prefix, with the lookups they need (`PREFILTER_LPM` | `PREFILTER_DESTS`).
+    pub prefilter: Vec<(u32, u32)>,
     pub prefixes: Vec<(KeyPrefix, PrefixInfo)>,
     pub ports: Vec<(PortKey, Protected)>,
+    pub dests: Vec<(DestKey, Protected)>,
     pub exes: Vec<(ExeKey, ExeEntry)>,
     pub uids: Vec<(u32, SubjectEntry)>,
     pub gids: Vec<(u32, SubjectEntry)>,
@@ -106,14 +113,23 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
         .collect();
     let all: BTreeSet<KeyPrefix> = eps.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     out.prefilter = (0..PREFILTER_BUCKETS)
-        .filter(|&i| {
+        .filter_map(|i| {
             let (bits, key) = prefilter_bucket(i);
             let bucket = KeyPrefix { bits, key };
             // IPv4-mapped keys are looked up in the IPv4 buckets only.
             let v6_bucket = i >= 256;
-            all.iter()
+            let flags = all
+                .iter()
                 .filter(|p| !(v6_bucket && p.bits >= V4_MAPPED_PREFIX_BITS && is_v4_mapped(&p.key)))
-                .any(|p| p.covers(&bucket) || bucket.covers(p))
+                .filter(|p| p.covers(&bucket) || bucket.covers(p))
+                .fold(0, |f, p| {
+                    f | if p.is_host() {
+                        PREFILTER_DESTS
+                    } else {
+                        PREFILTER_LPM
+                    }
+                });
+            (flags != 0).then_some((i, flags))
         })
         .collect();
     let mut set_ids: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
@@ -173,6 +189,18 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
             ));
         }
     }
+    // Single addresses: what the LPM path answers, keyed by address.
+    for (p, info) in out.prefixes.iter().filter(|(p, _)| p.is_host()) {
+        for (k, prot) in out.ports.iter().filter(|(k, _)| k.set == info.set) {
+            out.dests.push((
+                DestKey {
+                    addr: p.key,
+                    port: k.port,
+                },
+                *prot,
+            ));
+        }
+    }
 }
 
 fn encode_subjects(policy: &Policy, out: &mut Encoded) {
@@ -229,6 +257,9 @@ fn encode_subjects(policy: &Policy, out: &mut Encoded) {
     }
     if policy.guard.users.is_empty() && policy.guard.cgroups.is_empty() {
         cfg.flags |= CONFIG_GUARD_ALL;
+    }
+    if !uids.is_empty() {
+        cfg.flags |= CONFIG_UIDS;
     }
     out.exes = exes.into_iter().collect();
     out.uids = uids.into_iter().collect();
@@ -341,6 +372,20 @@ mod tests {
         // Elsewhere in the /16: only "linklocal", on every port.
         assert!(at(&enc, net.set, 80).is_none());
         assert!(at(&enc, net.set, PORT_ANY).unwrap().rules.contains(0));
+        // The single address's shortcut answers exactly what the LPM path does.
+        let dest = |port| {
+            enc.dests
+                .iter()
+                .find(|(k, _)| {
+                    k.addr == KeyPrefix::from_net(&"169.254.169.254/32".parse().unwrap()).key
+                        && k.port == port
+                })
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(dest(80), Some(p80));
+        assert_eq!(dest(PORT_ANY), Some(any));
+        assert_eq!(enc.dests.len(), 2, "only the single address has shortcuts");
+        assert_eq!(enc.prefilter, vec![(169, PREFILTER_LPM | PREFILTER_DESTS)]);
     }
 
     #[test]
@@ -355,13 +400,23 @@ mod tests {
             vec![],
         );
         let enc = encode(&p, 1);
-        assert_eq!(enc.prefilter, vec![100, 169, 256 + 0xfd]);
+        assert_eq!(
+            enc.prefilter,
+            vec![
+                (100, PREFILTER_LPM),
+                (169, PREFILTER_DESTS),
+                (256 + 0xfd, PREFILTER_DESTS)
+            ]
+        );
         // A prefix wider than a bucket marks every bucket it covers.
         let wide = policy(
             vec![endpoint("w", &["8.0.0.0/6"], None, Mode::Enforce)],
             vec![],
         );
-        assert_eq!(encode(&wide, 1).prefilter, vec![8, 9, 10, 11]);
+        assert_eq!(
+            encode(&wide, 1).prefilter,
+            [8, 9, 10, 11].map(|b| (b, PREFILTER_LPM))
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl Guard {
             }
         }
         replace_hash(&mut self.ebpf, names::PORTS, &enc.ports)?;
+        replace_hash(&mut self.ebpf, names::DESTS, &enc.dests)?;
         self.write_prefilter(enc)?;
         replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
         replace_hash(&mut self.ebpf, names::UIDS, &enc.uids)?;
@@ -123,7 +124,11 @@ impl Guard {
     fn write_prefilter(&mut self, enc: &Encoded) -> Result<()> {
         let mut m: Array<&mut MapData, u32> = map(&mut self.ebpf, names::PREFILTER)?;
         for i in 0..PREFILTER_BUCKETS {
-            let v = u32::from(enc.prefilter.binary_search(&i).is_ok());
+            let v = enc
+                .prefilter
+                .iter()
+                .find(|(b, _)| *b == i)
+                .map_or(0, |(_, flags)| *flags);
             m.set(i, v, 0).context("PREFILTER")?;
         }
         Ok(())

@@ -33,4 +33,6 @@ mod pod {
     unsafe impl aya::Pod for SockTag {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for crate::event::AggKey {}
+    unsafe impl aya::Pod for crate::event::AggCount {}
 }

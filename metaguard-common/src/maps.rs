@@ -28,6 +28,7 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const SOCK_TAGS: &str = "SOCK_TAGS";
+    pub const AGGREGATES: &str = "AGGREGATES";
     pub const OFFSETS: &str = "OFFSETS";
 }
 
@@ -42,6 +43,8 @@ pub const PREFILTER_DESTS: u32 = 2;
 pub const MAX_EXES: u32 = 4096;
 pub const MAX_SUBJECTS: u32 = 4096;
 pub const MAX_SOCK_TAGS: u32 = 65536;
+/// Distinct decisions per CPU whose repeats are being counted.
+pub const MAX_AGGREGATES: u32 = 4096;
 /// Deepest cgroup level a rule may name (root = 0).
 pub const MAX_CGROUP_LEVEL: u32 = 31;
 
@@ -143,6 +146,9 @@ pub struct Config {
     /// Counts policy loads; tags record it.
     pub generation: u32,
     pub _pad: u32,
+    /// Repeats of a reported decision within this many ns are counted, not
+    /// sent (see `event::AggKey`); 0 sends every decision.
+    pub aggregate_ns: u64,
     /// Rules that do not constrain the executable (resp. users, groups,
     /// cgroups): they pass that selector whatever the caller is.
     pub any_exe: RuleSet,

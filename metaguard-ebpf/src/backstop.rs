@@ -12,12 +12,12 @@ use aya_ebpf::{
 use metaguard_common::{
     addr,
     decide::{self, Action, Reason},
-    event::{Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, NONE_U16},
+    event::{AggKey, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, NONE_U16},
     maps::{Config, Protected, SockTag, PROTECTED_AUDIT},
 };
 
 use crate::{
-    emit::emit,
+    emit,
     guard::protected_at,
     identity::cgroup_match,
     maps::{prefilter, prefix_key, CONFIG, PREFIXES, SOCK_TAGS, UIDS},
@@ -156,22 +156,25 @@ fn report(
     action: Action,
     reason: Reason,
 ) {
-    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
-    emit(|ev| {
-        ev.cgroup_id = cgroup_id;
-        ev.uid = uid;
-        ev.gid = u32::MAX;
-        ev.rule = NONE_U16;
-        ev.endpoint = endpoint as u16;
-        ev.dport = d.port.unwrap_or(0);
-        ev.protocol = d.protocol as u16;
-        ev.action = action as u8;
-        ev.reason = reason as u8;
-        ev.hook = Hook::Egress as u8;
-        ev.flags = EVENT_NO_EXE | EVENT_NO_TASK | if d.port.is_none() { EVENT_NO_PORT } else { 0 };
-        ev.policy_generation = cfg.generation;
-        ev.daddr = d.key;
-    });
+    let key = AggKey {
+        cgroup_id: unsafe { bpf_skb_cgroup_id(ctx.skb.skb) },
+        exe_ino: 0,
+        exe_dev: 0,
+        pid: 0,
+        uid,
+        policy_generation: cfg.generation,
+        daddr: d.key,
+        dport: d.port.unwrap_or(0),
+        rule: NONE_U16,
+        endpoint: endpoint as u16,
+        protocol: d.protocol as u16,
+        action: action as u8,
+        reason: reason as u8,
+        hook: Hook::Egress as u8,
+        flags: EVENT_NO_EXE | EVENT_NO_TASK | if d.port.is_none() { EVENT_NO_PORT } else { 0 },
+        _pad: 0,
+    };
+    emit::report(cfg, &key, |ev| ev.gid = u32::MAX);
 }
 
 /// Destination of an IP packet; the port only where it can be read for sure.

@@ -12,14 +12,67 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_ktime_get_boot_ns, bpf_ringbuf_query},
 };
-use metaguard_common::{decide::Action, event::Event};
+use metaguard_common::{
+    decide::Action,
+    event::{AggCount, AggKey, Event},
+    maps::Config,
+};
 
-use crate::maps::{EVENTS, EVENTS_BYTES, LAST_WAKEUP, LOST};
+use crate::maps::{AGGREGATES, EVENTS, EVENTS_BYTES, LAST_WAKEUP, LOST};
 
 /// Wake the reader once a quarter of the buffer is waiting.
 const WAKEUP_BACKLOG: u64 = EVENTS_BYTES as u64 / 4;
 /// Minimum gap between wakeups for denials, per CPU.
 const DENY_WAKEUP_NS: u64 = 5_000_000;
+
+/// Reports the decision `key`: as an event (the key's fields, then what
+/// `fill` adds), or, when the same decision was sent less than the policy's
+/// aggregation window ago on this CPU, as one more repeat in `AGGREGATES`.
+/// `fill` runs only for events, so names are read only then.
+#[inline(always)]
+pub fn report(cfg: &Config, key: &AggKey, fill: impl FnOnce(&mut Event)) {
+    if cfg.aggregate_ns != 0 && counted_as_repeat(key, cfg.aggregate_ns) {
+        return;
+    }
+    emit(|ev| {
+        ev.set_key(key);
+        fill(ev);
+    });
+}
+
+/// True when `key` was sent within `window` ns (and counts this repeat);
+/// otherwise starts a new window and the caller sends the event.
+#[inline(always)]
+fn counted_as_repeat(key: &AggKey, window: u64) -> bool {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    match AGGREGATES.get_ptr_mut(key) {
+        Some(c) => unsafe {
+            if now.wrapping_sub((*c).window_start) < window {
+                (*c).repeats += 1;
+                true
+            } else {
+                // Another CPU may have created the entry: this CPU's count
+                // starts here.
+                if (*c).created == 0 {
+                    (*c).created = now;
+                }
+                (*c).window_start = now;
+                false
+            }
+        },
+        None => {
+            let fresh = AggCount {
+                window_start: now,
+                created: now,
+                repeats: 0,
+            };
+            // A full map evicts the oldest entry (its unreported repeats are
+            // lost); sending the event is what matters here.
+            let _ = AGGREGATES.insert(key, &fresh, 0);
+            false
+        }
+    }
+}
 
 /// Reserves an event, lets `fill` write it, and submits it.
 #[inline(always)]

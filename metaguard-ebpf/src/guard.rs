@@ -8,7 +8,7 @@ use aya_ebpf::{
 use metaguard_common::{
     addr::{self, port_from_user_port},
     decide::{self, Action, Subject},
-    event::{Hook, EVENT_NO_EXE, EXE_NAME_LEN, NONE_U16},
+    event::{AggKey, Hook, EVENT_NO_EXE, NONE_U16},
     maps::{
         DestKey, PortKey, Protected, SockTag, CONFIG_GROUPS, CONFIG_UIDS, PORT_ANY,
         PREFILTER_DESTS, PREFILTER_LPM,
@@ -16,8 +16,8 @@ use metaguard_common::{
 };
 
 use crate::{
-    emit::emit,
-    identity::{cgroup_match, current_exe, supplementary_rules},
+    emit::report,
+    identity::{cgroup_match, current_exe, exe_name, supplementary_rules},
     maps::{prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
 };
 
@@ -114,8 +114,7 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
     let uid_gid = bpf_get_current_uid_gid();
     let (uid, gid) = (uid_gid as u32, (uid_gid >> 32) as u32);
     let cg = cgroup_match(cfg, None);
-    let mut exe_name = [0u8; EXE_NAME_LEN];
-    let exe = current_exe(&mut exe_name);
+    let exe = current_exe();
     let subject = Subject {
         exe_generation: exe.as_ref().map(|e| e.generation),
         exe: exe.as_ref().and_then(|e| unsafe { EXES.get(&e.key) }),
@@ -143,33 +142,32 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
     let sa = unsafe { &*ctx.sock_addr };
     let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    emit(|ev| {
-        ev.cgroup_id = cgroup_id;
-        match &exe {
-            Some(e) => {
-                ev.exe_ino = e.key.ino;
-                ev.exe_dev = e.key.dev;
-                ev.exe_generation = e.generation;
-            }
-            None => ev.flags |= EVENT_NO_EXE,
-        }
-        ev.pid = (pid_tgid >> 32) as u32;
+    let key = AggKey {
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        exe_ino: exe.as_ref().map_or(0, |e| e.key.ino),
+        exe_dev: exe.as_ref().map_or(0, |e| e.key.dev),
+        pid: (pid_tgid >> 32) as u32,
+        uid,
+        policy_generation: cfg.generation,
+        daddr: key,
+        dport: port,
+        rule: verdict.rule.unwrap_or(NONE_U16),
+        endpoint: dest.endpoint as u16,
+        protocol,
+        action: verdict.action as u8,
+        reason: verdict.reason as u8,
+        hook: hook as u8,
+        flags: if exe.is_some() { 0 } else { EVENT_NO_EXE },
+        _pad: 0,
+    };
+    report(cfg, &key, |ev| {
         ev.tid = pid_tgid as u32;
-        ev.uid = uid;
         ev.gid = gid;
-        ev.rule = verdict.rule.unwrap_or(NONE_U16);
-        ev.endpoint = dest.endpoint as u16;
-        ev.dport = port;
-        ev.protocol = protocol;
-        ev.action = verdict.action as u8;
-        ev.reason = verdict.reason as u8;
-        ev.hook = hook as u8;
-        ev.policy_generation = cfg.generation;
-        ev.daddr = key;
-        ev.comm = comm;
-        ev.exe_name = exe_name;
+        if let Some(e) = &exe {
+            ev.exe_generation = e.generation;
+            exe_name(e, &mut ev.exe_name);
+        }
+        ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     });
     if verdict.passes() {
         ALLOW

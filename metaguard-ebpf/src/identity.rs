@@ -18,6 +18,8 @@ use crate::maps::{offsets, CGROUPS, GIDS};
 pub struct Exe {
     pub key: ExeKey,
     pub generation: u32,
+    /// The `struct file` of the image, for its name in events.
+    file: u64,
 }
 
 /// Loads a field `off` bytes into the kernel object at `base`. `base` comes
@@ -31,10 +33,9 @@ unsafe fn field<T: Copy>(base: u64, off: u32) -> T {
 }
 
 /// Reads the current task's executable; `None` for kernel threads (no mm) or
-/// when the daemon could not provide the offsets. Also copies the file's
-/// name into `name` for events.
+/// when the daemon could not provide the offsets.
 #[inline(always)]
-pub fn current_exe(name: &mut [u8; EXE_NAME_LEN]) -> Option<Exe> {
+pub fn current_exe() -> Option<Exe> {
     let o = offsets();
     if o.valid == 0 {
         return None;
@@ -60,15 +61,25 @@ pub fn current_exe(name: &mut [u8; EXE_NAME_LEN]) -> Option<Exe> {
         }
         let dev: u32 = field(sb, o.sb_dev);
         let generation: u32 = field(inode, o.inode_generation);
-        let dentry: u64 = field(file, o.file_dentry);
+        Some(Exe {
+            key: ExeKey { ino, dev, _pad: 0 },
+            generation,
+            file,
+        })
+    }
+}
+
+/// Copies the executable's file name (as the kernel names it) into `name`:
+/// only for events, which are rarer than decisions.
+#[inline(always)]
+pub fn exe_name(exe: &Exe, name: &mut [u8; EXE_NAME_LEN]) {
+    let o = offsets();
+    unsafe {
+        let dentry: u64 = field(exe.file, o.file_dentry);
         if dentry != 0 {
             let s: u64 = field(dentry, o.dentry_name);
             bpf_probe_read_kernel_str(name.as_mut_ptr().cast(), EXE_NAME_LEN as u32, s as *const _);
         }
-        Some(Exe {
-            key: ExeKey { ino, dev, _pad: 0 },
-            generation,
-        })
     }
 }
 

@@ -1,15 +1,18 @@
 //! The maps the daemon fills (policy) and reads (events, counters). Layouts
 //! live in `metaguard_common::maps`; names there match these statics.
 use aya_ebpf::{
-    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+    },
     macros::btf_map,
 };
 use metaguard_common::{
     addr::{prefilter_index, PREFILTER_BUCKETS},
-    event::Event,
+    event::{AggCount, AggKey, Event},
     maps::{
         Config, DestKey, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry,
-        MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SOCK_TAGS, MAX_SUBJECTS,
+        MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SOCK_TAGS,
+        MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
 };
@@ -47,6 +50,11 @@ pub const EVENTS_BYTES: usize = 4 * 1024 * 1024;
 /// Events; a full buffer is counted in `LOST`, never silent.
 #[btf_map]
 pub static EVENTS: RingBuf<Event, EVENTS_BYTES> = RingBuf::new();
+
+/// Repeats of recent decisions, counted instead of sent (per CPU).
+#[btf_map]
+pub static AGGREGATES: LruPerCpuHashMap<AggKey, AggCount, { MAX_AGGREGATES as usize }> =
+    LruPerCpuHashMap::new();
 
 #[btf_map]
 pub static LOST: PerCpuArray<u64, 1> = PerCpuArray::new();

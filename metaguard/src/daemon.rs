@@ -17,6 +17,7 @@ use crate::{
     events::{parse_event, Format, Lost, Renderer},
     loader::Guard,
     policy::{self, Policy},
+    repeats::Repeats,
     sys::cgroup,
 };
 
@@ -87,21 +88,30 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
     let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
     let mut lost_total = 0u64;
+    let mut repeats = Repeats::default();
     let out = std::io::stdout();
     loop {
         tokio::select! {
             r = events.readable_mut() => {
                 let mut g = r?;
-                let lines = drain(g.get_inner_mut(), &mut renderer, opts.format);
+                let lines = drain(g.get_inner_mut(), &mut renderer, &mut repeats, opts.format);
                 g.clear_ready();
                 write_out(&out, &lines);
             }
             // The kernel wakes us only when the buffer fills; this keeps events live.
             _ = drain_tick.tick() => {
-                let lines = drain(events.get_mut(), &mut renderer, opts.format);
+                let lines = drain(events.get_mut(), &mut renderer, &mut repeats, opts.format);
                 write_out(&out, &lines);
             }
             _ = lost_tick.tick() => {
+                // Drain first so that repeats follow the event they repeat.
+                let mut lines = drain(events.get_mut(), &mut renderer, &mut repeats, opts.format);
+                let counts = guard.repeat_counts().unwrap_or_default();
+                for d in repeats.report(&counts, &mut renderer) {
+                    lines.push_str(&d.line(opts.format));
+                    lines.push('\n');
+                }
+                write_out(&out, &lines);
                 let total = guard.lost_events().unwrap_or(lost_total);
                 if total > lost_total {
                     let rep = Lost { time: renderer.now(), kind: "lost", lost: total - lost_total, total_lost: total };
@@ -147,11 +157,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 }
 
 /// Renders every event waiting in the ring buffer.
-fn drain(rb: &mut RingBuf<MapData>, renderer: &mut Renderer, format: Format) -> String {
+fn drain(
+    rb: &mut RingBuf<MapData>,
+    renderer: &mut Renderer,
+    repeats: &mut Repeats,
+    format: Format,
+) -> String {
     let mut lines = String::new();
     while let Some(item) = rb.next() {
         if let Some(ev) = parse_event(&item) {
-            lines.push_str(&renderer.render(&ev).line(format));
+            let d = renderer.render(&ev);
+            lines.push_str(&d.line(format));
+            repeats.note(&ev, &d);
             lines.push('\n');
         }
     }

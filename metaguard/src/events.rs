@@ -313,8 +313,13 @@ impl Decision {
             (_, Some(pid)) => format!("pid={pid} uid={}", self.uid),
             _ => format!("socket-uid={}", self.uid),
         };
+        let repeats = if self.count > 1 {
+            format!(" x{}", self.count)
+        } else {
+            String::new()
+        };
         format!(
-            "{} {:<5} {:<8} {:<5} {dest} endpoint={} rule={} reason={} {who} comm={} cgroup={}",
+            "{} {:<5} {:<8} {:<5} {dest} endpoint={} rule={} reason={} {who} comm={} cgroup={}{repeats}",
             self.time,
             self.action.to_uppercase(),
             self.hook,

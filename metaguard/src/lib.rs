@@ -11,4 +11,5 @@ pub mod demo;
 pub mod events;
 pub mod loader;
 pub mod policy;
+pub mod repeats;
 pub mod sys;

@@ -515,7 +515,9 @@ fn audit_mode_decides_and_blocks_nothing() {
 
 #[test]
 fn ring_buffer_overflow_is_reported() {
-    let env = env_or_skip!("lost", PROBE_ONLY);
+    // Every decision sent one by one: identical repeats would be aggregated.
+    let policy = format!("{PROBE_ONLY}\n[events]\naggregate = \"0s\"\n");
+    let env = env_or_skip!("lost", &policy);
     // Stop the daemon's reader so the 4 MiB ring (about 23,800 events) fills, then resume it.
     let pid = env.daemon.pid() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -548,6 +550,47 @@ fn ring_buffer_overflow_is_reported() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+#[test]
+fn repeated_decisions_are_aggregated_with_exact_counts() {
+    let env = env_or_skip!("repeat", PROBE_ONLY);
+    let n = 3000u64;
+    let denied = env.run(&env.copy, &["connect-loop", IMDS, "80", "--count", "3000"]);
+    assert_eq!(denied.json["errors"]["EPERM"].as_u64(), Some(n), "{denied:?}");
+    let allowed = env.run(&env.probe, &["connect-loop", IMDS, "80", "--count", "3000"]);
+    assert_eq!(allowed.json["errors"].as_object().map(|e| e.len()), Some(0), "{allowed:?}");
+    // Counts of one action's decision events, and how many events carried them.
+    let tally = |action: &str| {
+        let evs = env.events.lock().unwrap();
+        let mine: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "decision" && e["action"] == action)
+            .collect();
+        (
+            mine.iter().map(|e| e["count"].as_u64().unwrap()).sum::<u64>(),
+            mine.len(),
+        )
+    };
+    // Repeats are reported by the daemon's once-a-second sweep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while (tally("deny").0, tally("allow").0) != (n, n) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for action in ["deny", "allow"] {
+        let (sum, events) = tally(action);
+        assert_eq!(sum, n, "{action}: every decision counted exactly once");
+        assert!(events < 40, "{action}: {events} events for {n} identical decisions");
+    }
+    let evs = env.events.lock().unwrap();
+    let repeat = evs
+        .iter()
+        .find(|e| e["action"] == "deny" && e["count"].as_u64() > Some(1))
+        .expect("an aggregated denial");
+    // The repeat carries the identity of the first report.
+    assert_eq!(repeat["rule"], serde_json::Value::Null);
+    assert_eq!(repeat["destination"]["address"], IMDS);
+    assert!(repeat["exe"]["name"].as_str().unwrap().starts_with("probe-copy"), "{repeat}");
 }
 
 /// A cgroup removed on drop (after its processes have exited).

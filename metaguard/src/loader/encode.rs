@@ -88,6 +88,7 @@ pub fn encode(policy: &Policy, generation: u32) -> Encoded {
     encode_destinations(policy, &mut out);
     encode_subjects(policy, &mut out);
     out.config.generation = generation;
+    out.config.aggregate_ns = policy.events.aggregate.as_nanos() as u64;
     // Endpoint modes are already resolved against the top-level mode.
     out.config.flags |= CONFIG_ENFORCE;
     out
@@ -312,6 +313,7 @@ mod tests {
             },
             endpoints,
             rules,
+            events: Default::default(),
         }
     }
 

@@ -10,12 +10,13 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
     Ebpf, EbpfLoader,
 };
 use metaguard_common::{
     addr::PREFILTER_BUCKETS,
+    event::{AggCount, AggKey},
     maps::{names, PrefixInfo, MAX_CGROUP_LEVEL},
 };
 
@@ -180,6 +181,16 @@ impl Guard {
         let m: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map(names::LOST).context("LOST map")?)?;
         Ok(m.get(&0, 0)?.iter().sum())
+    }
+
+    /// The kernel's repeat counts: per decision key, one count per CPU.
+    pub fn repeat_counts(&self) -> Result<Vec<(AggKey, Vec<AggCount>)>> {
+        let m: PerCpuHashMap<&MapData, AggKey, AggCount> =
+            PerCpuHashMap::try_from(self.ebpf.map(names::AGGREGATES).context("AGGREGATES map")?)?;
+        Ok(m.iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (k, v.iter().copied().collect()))
+            .collect())
     }
 
     /// (run time in ns, run count) of a program since load, as the kernel

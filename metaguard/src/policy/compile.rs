@@ -1,5 +1,6 @@
 //! Checks the parsed tree key by key, collecting every problem, and resolves
 //! names against this host.
+use std::time::Duration;
 use std::{
     collections::HashMap,
     io,
@@ -16,11 +17,14 @@ use super::{
     error::{line_column, Diagnostics},
     presets,
     tree::{self, Entry, Node, Value},
-    CgroupRef, Endpoint, ExeRef, Guard, Mode, Policy, PolicyErrors, Rule, MAX_RULES,
+    CgroupRef, Endpoint, EventSettings, ExeRef, Guard, Mode, Policy, PolicyErrors, Rule, MAX_RULES,
 };
 use crate::sys::{cgroup, exe};
 
-const TOP_KEYS: [&str; 5] = ["mode", "include", "guard", "endpoint", "allow"];
+const TOP_KEYS: [&str; 6] = ["mode", "include", "guard", "endpoint", "allow", "events"];
+const EVENTS_KEYS: [&str; 1] = ["aggregate"];
+/// Longest aggregation window: counts must reach operators while they matter.
+const MAX_AGGREGATE: Duration = Duration::from_secs(60);
 const GUARD_KEYS: [&str; 2] = ["users", "cgroups"];
 const ENDPOINT_KEYS: [&str; 4] = ["name", "addresses", "ports", "mode"];
 const ALLOW_KEYS: [&str; 6] = ["name", "endpoints", "exe", "users", "groups", "cgroups"];
@@ -69,7 +73,12 @@ impl<'a> Compiler<'a> {
     }
 
     fn policy(&mut self, root: &[Entry]) -> Policy {
-        let [mode, include, guard, endpoint, allow] = self.fields(root, "the top level", &TOP_KEYS);
+        let [mode, include, guard, endpoint, allow, events] =
+            self.fields(root, "the top level", &TOP_KEYS);
+        let events = match events {
+            Some(e) => self.events(e),
+            None => EventSettings::default(),
+        };
         let mode = mode.and_then(|e| self.mode(e)).unwrap_or_default();
 
         // Presets, in include order, each once.
@@ -155,7 +164,39 @@ impl<'a> Compiler<'a> {
             guard,
             endpoints,
             rules,
+            events,
         }
+    }
+
+    fn events(&mut self, e: &Entry) -> EventSettings {
+        let mut out = EventSettings::default();
+        let Value::Table(t) = &e.node.value else {
+            self.err(
+                &e.node.span,
+                format!(
+                    "`events` must be a table ([events]), found {}",
+                    e.node.value.kind()
+                ),
+            );
+            return out;
+        };
+        let [aggregate] = self.fields(t, "[events]", &EVENTS_KEYS);
+        if let Some(a) = aggregate {
+            if let Some(s) = self.string(a) {
+                match humantime::parse_duration(s) {
+                    Ok(d) if d <= MAX_AGGREGATE => out.aggregate = d,
+                    Ok(_) => self.err(
+                        &a.node.span,
+                        format!("aggregate window `{s}` is too long: at most 60s"),
+                    ),
+                    Err(err) => self.err(
+                        &a.node.span,
+                        format!("bad duration `{s}` ({err}): write e.g. \"1s\", \"500ms\", or \"0s\" to send every decision"),
+                    ),
+                }
+            }
+        }
+        out
     }
 
     // ---- generic shape checks -------------------------------------------

@@ -84,6 +84,24 @@ pub struct Policy {
     pub endpoints: Vec<Endpoint>,
     /// `[[allow]]` rules in file order; at most [`MAX_RULES`].
     pub rules: Vec<Rule>,
+    pub events: EventSettings,
+}
+
+/// `[events]`: how decisions are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    /// Repeats of a reported decision (same process, executable, user,
+    /// cgroup, destination and outcome) within this window are counted and
+    /// reported together, with a count; zero reports every decision.
+    pub aggregate: std::time::Duration,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            aggregate: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 /// Which processes the policy applies to: a process is guarded when its uid

@@ -348,11 +348,31 @@ fn unknown_keys_everywhere() {
     assert_eq!(
         errors(&src),
         [
-            "p.toml:1:1: unknown key `inclde` in the top level: expected one of mode, include, guard, endpoint, allow",
+            "p.toml:1:1: unknown key `inclde` in the top level: expected one of mode, include, guard, endpoint, allow, events",
             "p.toml:3:1: unknown key `user` in [guard]: expected one of users, cgroups",
             "p.toml:7:1: unknown key `port` in [[endpoint]]: expected one of name, addresses, ports, mode",
             "p.toml:11:1: unknown key `exec` in [[allow]]: expected one of name, endpoints, exe, users, groups, cgroups",
         ]
+    );
+}
+
+#[test]
+fn events_aggregate_window() {
+    let ok = |src: &str| parse(&format!("{EP}{src}")).unwrap().events.aggregate;
+    assert_eq!(ok(""), Duration::from_secs(1), "default");
+    assert_eq!(
+        ok("[events]\naggregate = \"250ms\"\n"),
+        Duration::from_millis(250)
+    );
+    assert_eq!(ok("[events]\naggregate = \"0s\"\n"), Duration::ZERO);
+    let e = errors(&format!("{EP}[events]\naggregate = \"2h\"\n"));
+    assert!(e[0].contains("aggregate window `2h` is too long"), "{e:?}");
+    let e = errors(&format!("{EP}[events]\naggregate = \"soon\"\n"));
+    assert!(e[0].contains("bad duration `soon`"), "{e:?}");
+    let e = errors(&format!("{EP}[events]\nwindow = \"1s\"\n"));
+    assert!(
+        e[0].contains("unknown key `window` in [events]: expected one of aggregate"),
+        "{e:?}"
     );
 }
 

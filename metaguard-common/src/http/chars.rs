@@ -3,9 +3,10 @@
 /// `tchar`: method and header-name bytes.
 #[inline(always)]
 pub(super) fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
-        || b.is_ascii_alphanumeric()
+    matches!(
+        b,
+        b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+    ) || b.is_ascii_alphanumeric()
 }
 
 #[inline(always)]
@@ -17,8 +18,21 @@ pub(super) fn is_unreserved(b: u8) -> bool {
 #[inline(always)]
 pub(super) fn is_pchar(b: u8) -> bool {
     is_unreserved(b)
-        || matches!(b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@')
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 #[inline(always)]

@@ -59,7 +59,9 @@ impl HttpParser {
         let mut mask = self.name_mask;
         for e in 0..TABLE_ENTRIES {
             let len = table.lens[e] as usize;
-            let same = pos < len && pos < TABLE_NAME_MAX && table.names[e][pos & (TABLE_NAME_MAX - 1)] == c;
+            let same = pos < len
+                && pos < TABLE_NAME_MAX
+                && table.names[e][pos & (TABLE_NAME_MAX - 1)] == c;
             if !same {
                 mask &= !(1u16 << e);
             }

@@ -65,7 +65,11 @@ impl HttpParser {
         key.method_len = self.method_len;
         key.target_len = len;
         for i in 0..MAX_METHOD {
-            key.method[i] = if i < self.method_len as usize { self.method[i] } else { 0 };
+            key.method[i] = if i < self.method_len as usize {
+                self.method[i]
+            } else {
+                0
+            };
         }
         for i in 0..TARGET_CAP {
             key.target[i] = if i < len as usize { self.target[i] } else { 0 };

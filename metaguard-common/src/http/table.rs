@@ -57,7 +57,11 @@ impl HeaderTable {
         if let Some(i) = self.find(name) {
             return Ok(i);
         }
-        let free = self.lens.iter().position(|&l| l == 0).ok_or(TableError::Full)?;
+        let free = self
+            .lens
+            .iter()
+            .position(|&l| l == 0)
+            .ok_or(TableError::Full)?;
         self.names[free] = [0; TABLE_NAME_MAX];
         for (dst, src) in self.names[free].iter_mut().zip(name) {
             *dst = src.to_ascii_lowercase();

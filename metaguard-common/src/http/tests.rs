@@ -33,7 +33,10 @@ fn canon(target: &str) -> Result<String, Reject> {
 fn reject_of(input: &[u8]) -> Reject {
     match run(input).1 {
         Step::Reject(r) => r,
-        s => panic!("{:?}: not rejected but {s:?}", String::from_utf8_lossy(input)),
+        s => panic!(
+            "{:?}: not rejected but {s:?}",
+            String::from_utf8_lossy(input)
+        ),
     }
 }
 
@@ -61,7 +64,9 @@ fn request_line_step_comes_before_headers() {
     let line = b"PUT /latest/api/token HTTP/1.0\r\n";
     let steps: Vec<Step> = line.iter().map(|&b| p.feed(b, &table)).collect();
     assert_eq!(steps.last(), Some(&Step::RequestLine));
-    assert!(steps[..steps.len() - 1].iter().all(|s| *s == Step::Continue));
+    assert!(steps[..steps.len() - 1]
+        .iter()
+        .all(|s| *s == Step::Continue));
     assert!(p.request_line_done());
     assert!(!p.is_complete());
     assert_eq!(p.method(), b"PUT");
@@ -94,7 +99,10 @@ fn reject_numbers_and_names_are_stable() {
         assert_eq!(*r as u8 as usize, i + 1);
         assert_eq!(Reject::from_u8(*r as u8), *r);
         let name = r.name();
-        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{name}");
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+            "{name}"
+        );
     }
     assert_eq!(Reject::from_u8(0), Reject::BadState);
     assert_eq!(Reject::from_u8(200), Reject::BadState);
@@ -163,22 +171,52 @@ fn each_reject_reason() {
         (b"GET / HTTP/1.1\r\nA(: b\r\n\r\n", Reject::BadHeaderName),
         (b"GET / HTTP/1.1\r\nAb\r\n\r\n", Reject::BadHeaderName),
         (b"GET / HTTP/1.1\r\nA : b\r\n\r\n", Reject::SpaceBeforeColon),
-        (b"GET / HTTP/1.1\r\nA\t: b\r\n\r\n", Reject::SpaceBeforeColon),
+        (
+            b"GET / HTTP/1.1\r\nA\t: b\r\n\r\n",
+            Reject::SpaceBeforeColon,
+        ),
         (b"GET / HTTP/1.1\r\nA: b\0\r\n\r\n", Reject::BadHeaderValue),
-        (b"GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n", Reject::BadHeaderValue),
+        (
+            b"GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n",
+            Reject::BadHeaderValue,
+        ),
         (b"GET / HTTP/1.1\r\nA: \x01\r\n\r\n", Reject::BadHeaderValue),
         (
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n",
             Reject::DuplicateContentLength,
         ),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", Reject::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", Reject::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Reject::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n", Reject::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1,1\r\n\r\n", Reject::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1234567890\r\n\r\n", Reject::BadContentLength),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Reject::TransferEncoding),
-        (b"POST / HTTP/1.1\r\ntransfer-encoding:\r\n\r\n", Reject::TransferEncoding),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+            Reject::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            Reject::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            Reject::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
+            Reject::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 1,1\r\n\r\n",
+            Reject::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 1234567890\r\n\r\n",
+            Reject::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Reject::TransferEncoding,
+        ),
+        (
+            b"POST / HTTP/1.1\r\ntransfer-encoding:\r\n\r\n",
+            Reject::TransferEncoding,
+        ),
         (big.as_bytes(), Reject::HeaderBlockTooLarge),
         (b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n", Reject::NonAscii),
         (b"G\xc3T / HTTP/1.1\r\n\r\n", Reject::NonAscii),
@@ -186,11 +224,20 @@ fn each_reject_reason() {
     ];
     let mut covered = Vec::new();
     for (input, want) in cases {
-        assert_eq!(reject_of(input), *want, "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            reject_of(input),
+            *want,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
         covered.push(*want);
     }
     for r in Reject::ALL {
-        assert!(r == Reject::BadState || covered.contains(&r), "{} has no example", r.name());
+        assert!(
+            r == Reject::BadState || covered.contains(&r),
+            "{} has no example",
+            r.name()
+        );
     }
 }
 
@@ -328,7 +375,10 @@ fn header_table_matches_whole_names_case_insensitively() {
     assert_eq!(p.headers_seen(), 0b101);
     let (p, _) = run_with(b"GET / HTTP/1.1\r\nMETADATA-FLAVOR:Google\r\n\r\n", &table);
     assert_eq!(p.headers_seen(), 0b010);
-    let (p, _) = run_with(b"GET / HTTP/1.1\r\nx-aws-ec2-metadata-toke: a\r\n\r\n", &table);
+    let (p, _) = run_with(
+        b"GET / HTTP/1.1\r\nx-aws-ec2-metadata-toke: a\r\n\r\n",
+        &table,
+    );
     assert_eq!(p.headers_seen(), 0);
 }
 
@@ -424,7 +474,13 @@ fn pipelined_requests() {
             p.reset();
         }
     }
-    assert_eq!(targets, [(b"POST".to_vec(), b"/a".to_vec()), (b"GET".to_vec(), b"/c".to_vec())]);
+    assert_eq!(
+        targets,
+        [
+            (b"POST".to_vec(), b"/a".to_vec()),
+            (b"GET".to_vec(), b"/c".to_vec())
+        ]
+    );
 }
 
 #[test]
@@ -440,7 +496,9 @@ fn boundaries() {
     ];
     for (target, want) in cases {
         let (p, _) = run(&get(target));
-        let got: Vec<u16> = (0..p.boundary_count()).map(|i| p.boundary(i).unwrap()).collect();
+        let got: Vec<u16> = (0..p.boundary_count())
+            .map(|i| p.boundary(i).unwrap())
+            .collect();
         assert_eq!(&got, want, "{target}");
         assert_eq!(p.boundary(p.boundary_count()), None);
     }
@@ -450,7 +508,9 @@ fn boundaries() {
 fn wildcard_prefix_semantics() {
     let patterns: &[(&[u8], &[u8])] = &[(b"GET", b"/a/*")];
     let yes = ["/a/b", "/a/b/c", "/a/b/", "/a//b", "/x/../a/b", "/a/%62"];
-    let no = ["/a/", "/a", "/ab", "/ab/c", "/a/b?x", "/a/?x", "/", "/b/a/c"];
+    let no = [
+        "/a/", "/a", "/ab", "/ab/c", "/a/b?x", "/a/?x", "/", "/b/a/c",
+    ];
     for t in yes {
         assert!(matches(&run(&get(t)).0, patterns), "{t} should match");
     }
@@ -472,12 +532,18 @@ fn exact_patterns() {
     let (p, _) = run(b"GET http://h/latest/./meta-data// HTTP/1.1\r\n\r\n");
     assert!(matches(&p, patterns));
     assert!(!matches(&run(&get("/latest/meta-data")).0, patterns));
-    assert!(matches(&run(b"PUT /latest/api/token HTTP/1.1\r\n\r\n").0, patterns));
+    assert!(matches(
+        &run(b"PUT /latest/api/token HTTP/1.1\r\n\r\n").0,
+        patterns
+    ));
     assert!(!matches(&run(&get("/latest/api/token")).0, patterns));
     assert!(matches(&run(&get("/q?x=%2F")).0, patterns));
     assert!(!matches(&run(&get("/q?x=/")).0, patterns));
     // Nothing matches until the request line is accepted.
-    assert!(!matches(&run(b"GET /latest/meta-data/ HTTP/1.1").0, patterns));
+    assert!(!matches(
+        &run(b"GET /latest/meta-data/ HTTP/1.1").0,
+        patterns
+    ));
 }
 
 #[test]
@@ -498,13 +564,25 @@ fn canonical_patterns() {
 #[test]
 fn key_constructors() {
     let k = HttpKey::exact(7, b"GET", b"/a").unwrap();
-    assert_eq!((k.scope, k.kind, k.method_len, k.target_len), (7, KEY_EXACT, 3, 2));
+    assert_eq!(
+        (k.scope, k.kind, k.method_len, k.target_len),
+        (7, KEY_EXACT, 3, 2)
+    );
     assert!(k.method[3..].iter().all(|&b| b == 0) && k.target[2..].iter().all(|&b| b == 0));
-    assert_eq!(HttpKey::prefix(7, b"GET", b"/a/").map(|k| k.kind), Ok(KEY_PREFIX));
+    assert_eq!(
+        HttpKey::prefix(7, b"GET", b"/a/").map(|k| k.kind),
+        Ok(KEY_PREFIX)
+    );
     assert_eq!(HttpKey::prefix(7, b"GET", b"/a"), Err(KeyError::NotPrefix));
     assert_eq!(HttpKey::exact(7, b"", b"/"), Err(KeyError::BadMethod));
-    assert_eq!(HttpKey::exact(7, &[b'A'; 17], b"/"), Err(KeyError::BadMethod));
-    assert_eq!(HttpKey::exact(7, b"GET", &[b'a'; 257]), Err(KeyError::TargetTooLong));
+    assert_eq!(
+        HttpKey::exact(7, &[b'A'; 17], b"/"),
+        Err(KeyError::BadMethod)
+    );
+    assert_eq!(
+        HttpKey::exact(7, b"GET", &[b'a'; 257]),
+        Err(KeyError::TargetTooLong)
+    );
 }
 
 #[test]

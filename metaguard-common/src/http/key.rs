@@ -1,7 +1,8 @@
 //! The pattern map key, shared by the daemon (which inserts policy patterns)
 //! and the kernel (which builds keys from a parsed request and looks them up).
+#[cfg(not(target_arch = "bpf"))]
+use super::chars::is_tchar;
 use super::{
-    chars::is_tchar,
     parser::{HttpParser, F_QUERY},
     MAX_METHOD, TARGET_CAP,
 };

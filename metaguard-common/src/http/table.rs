@@ -1,4 +1,5 @@
 //! The header names the kernel wants to know about, as the daemon lists them.
+#[cfg(not(target_arch = "bpf"))]
 use super::chars::is_tchar;
 
 pub const TABLE_ENTRIES: usize = 16;

@@ -8,11 +8,13 @@
 //! - [`decide`]: the verdict from what the lookups found.
 //! - [`event`]: the record the kernel sends for each decision.
 //! - [`offsets`]: kernel struct offsets the daemon reads from BTF.
+//! - [`http`]: the HTTP/1.x request checker and its pattern map key.
 #![no_std]
 
 pub mod addr;
 pub mod decide;
 pub mod event;
+pub mod http;
 pub mod maps;
 pub mod offsets;
 pub mod ruleset;
@@ -20,7 +22,13 @@ pub mod ruleset;
 #[cfg(feature = "user")]
 mod pod {
     //! The daemon copies these types into maps and globals as plain bytes.
-    use crate::{event::Event, maps::*, offsets::KernelOffsets, ruleset::RuleSet};
+    use crate::{
+        event::Event,
+        http::{HeaderTable, HttpKey, HttpParser},
+        maps::*,
+        offsets::KernelOffsets,
+        ruleset::RuleSet,
+    };
     unsafe impl aya::Pod for RuleSet {}
     unsafe impl aya::Pod for PrefixInfo {}
     unsafe impl aya::Pod for PortKey {}
@@ -35,4 +43,7 @@ mod pod {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for crate::event::AggKey {}
     unsafe impl aya::Pod for crate::event::AggCount {}
+    unsafe impl aya::Pod for HttpKey {}
+    unsafe impl aya::Pod for HeaderTable {}
+    unsafe impl aya::Pod for HttpParser {}
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: installs what a fresh machine lacks, builds the workspace
 # (kernel programs included), then runs the unit tests, the shared crate's
-# tests and the kernel integration tests. Run as root: the kernel tests load
+# tests and the kernel integration tests, then a short fuzzing run of the
+# shared HTTP request checker. Run as root: the kernel tests load
 # BPF programs into cgroups and network namespaces they create and remove.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +14,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz-smoke.sh

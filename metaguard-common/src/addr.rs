@@ -82,6 +82,14 @@ pub fn port_from_user_port(user_port: u32) -> u16 {
     u16::from_be(user_port as u16)
 }
 
+/// The remote port of `bpf_sock_ops` and `sk_msg_md`: the kernel loads the
+/// network-order 16-bit port and shifts it into the upper half, so the whole
+/// 32-bit field is the port in network byte order.
+#[inline(always)]
+pub fn port_from_remote_port(remote_port: u32) -> u16 {
+    u32::from_be(remote_port) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +139,15 @@ mod tests {
     fn user_port_is_network_order() {
         assert_eq!(port_from_user_port(u16::to_be(80) as u32), 80);
         assert_eq!(port_from_user_port(u16::to_be(8080) as u32), 8080);
+    }
+
+    #[test]
+    fn remote_port_is_shifted_network_order() {
+        // What the kernel hands out on little-endian: the 16-bit network-order
+        // port loaded as a u16, shifted left by 16.
+        for port in [80u16, 8080, 32526] {
+            let raw = (u16::to_be(port) as u32) << 16;
+            assert_eq!(port_from_remote_port(raw.to_le()), port);
+        }
     }
 }

@@ -10,6 +10,9 @@ pub enum Hook {
     Sendmsg4 = 3,
     Sendmsg6 = 4,
     Egress = 5,
+    /// sk_msg: a send on a TCP socket connected to a protected destination,
+    /// decided again for the sending process.
+    SendmsgTcp = 6,
 }
 
 impl Hook {
@@ -20,6 +23,7 @@ impl Hook {
             3 => Hook::Sendmsg4,
             4 => Hook::Sendmsg6,
             5 => Hook::Egress,
+            6 => Hook::SendmsgTcp,
             _ => return None,
         })
     }
@@ -31,6 +35,7 @@ impl Hook {
             Hook::Sendmsg4 => "sendmsg4",
             Hook::Sendmsg6 => "sendmsg6",
             Hook::Egress => "egress",
+            Hook::SendmsgTcp => "sendmsg-tcp",
         }
     }
 }

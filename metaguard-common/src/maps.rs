@@ -30,6 +30,7 @@ pub mod names {
     pub const SOCK_TAGS: &str = "SOCK_TAGS";
     pub const AGGREGATES: &str = "AGGREGATES";
     pub const OFFSETS: &str = "OFFSETS";
+    pub const PROTECTED_SOCKS: &str = "PROTECTED_SOCKS";
 }
 
 /// Capacities; the daemon checks a policy against them before loading.
@@ -43,6 +44,8 @@ pub const PREFILTER_DESTS: u32 = 2;
 pub const MAX_EXES: u32 = 4096;
 pub const MAX_SUBJECTS: u32 = 4096;
 pub const MAX_SOCK_TAGS: u32 = 65536;
+/// Established TCP sockets to protected destinations, checked on every send.
+pub const MAX_PROTECTED_SOCKS: u32 = 65536;
 /// Distinct decisions per CPU whose repeats are being counted.
 pub const MAX_AGGREGATES: u32 = 4096;
 /// Deepest cgroup level a rule may name (root = 0).

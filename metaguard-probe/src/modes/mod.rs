@@ -25,6 +25,7 @@ pub fn run(o: &Opts) -> Report {
     match o.mode.as_str() {
         "fork" => process::fork_then(o),
         "exec" => process::fork_exec(o),
+        "pass-fd" => process::pass_fd(o),
         _ => Report::Outcome(run_network(o)),
     }
 }
@@ -49,6 +50,7 @@ pub fn run_network(o: &Opts) -> Outcome {
         "packet" => raw::packet(o, m),
         "connect-loop" => loops::connect_loop(o, m),
         "http-loop" => loops::http_loop(o, m),
+        "send-fd" => stream::send_fd(o, m),
         _ => Outcome::other(m, "usage", format!("mode {m:?} cannot run here")),
     }
 }

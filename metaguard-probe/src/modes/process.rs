@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use crate::args::Opts;
 use crate::errnames::{errno_name, last_errno};
 use crate::json::{Outcome, EXIT_ERROR};
-use crate::modes::{run_network, Report};
+use crate::modes::{run_network, stream, Report};
 
 fn pipe() -> Result<(RawFd, RawFd), i32> {
     let mut fds = [0 as RawFd; 2];
@@ -194,4 +194,34 @@ pub fn fork_exec(o: &Opts) -> Report {
         eprintln!("metaguard-probe: exec: {how}");
     }
     Report::Passed(code)
+}
+
+/// `pass-fd ADDR PORT --exec PATH ARGS...`: connects here (as this program),
+/// then forks and execs PATH, which inherits the connected socket (its number
+/// in `METAGUARD_PROBE_FD`); run PATH as `send-fd ADDR PORT` to send on it.
+pub fn pass_fd(o: &Opts) -> Report {
+    if o.exec.is_empty() {
+        return Report::Outcome(Outcome::other(
+            "pass-fd",
+            "usage",
+            "pass-fd needs --exec PATH send-fd ADDR PORT",
+        ));
+    }
+    let fd = match stream::open_connected(o, "pass-fd", o.ip, 0, false) {
+        Ok(fd) => fd,
+        Err(out) => return Report::Outcome(*out),
+    };
+    // Keep the socket open across exec.
+    if unsafe { libc::fcntl(fd.raw(), libc::F_SETFD, 0) } < 0 {
+        let e = last_errno();
+        return Report::Outcome(Outcome::fail(
+            "pass-fd",
+            e,
+            format!("fcntl(F_SETFD): {}", errno_name(e)),
+        ));
+    }
+    std::env::set_var(stream::INHERITED_FD_ENV, fd.raw().to_string());
+    let report = fork_exec(o);
+    drop(fd);
+    report
 }

@@ -18,7 +18,7 @@ fn target(o: &Opts, mapped: bool) -> Result<Ip, String> {
 }
 
 /// Create a non-blocking stream socket for `ip` (dual-stack if `mapped`) and connect it.
-fn open_connected(
+pub fn open_connected(
     o: &Opts,
     mode: &str,
     ip: Ip,
@@ -199,4 +199,27 @@ pub fn tfo(o: &Opts, mode: &str) -> Outcome {
         out.detail = format!("fast-open sendto sent {r} bytes; response received");
     }
     out
+}
+
+/// The environment variable naming the inherited socket of `send-fd`.
+pub const INHERITED_FD_ENV: &str = "METAGUARD_PROBE_FD";
+
+/// `send-fd`: send the GET on a connected socket this process inherited
+/// (its number in `METAGUARD_PROBE_FD`), without connecting anything itself.
+pub fn send_fd(o: &Opts, mode: &str) -> Outcome {
+    let raw = match std::env::var(INHERITED_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        Some(fd) if fd >= 0 => fd,
+        _ => {
+            return Outcome::other(
+                mode,
+                "usage",
+                format!("{INHERITED_FD_ENV} must name an inherited socket"),
+            )
+        }
+    };
+    let fd = net::Fd(raw);
+    exchange(o, mode, &fd, false, 0)
 }

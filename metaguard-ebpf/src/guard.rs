@@ -104,12 +104,43 @@ pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
 
 #[inline(always)]
 fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook) -> i32 {
+    let sa = unsafe { &*ctx.sock_addr };
+    let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
+    let pass = decide_current(key, port, protocol, hook, true, |action, generation| {
+        // A connected socket is recognised at the backstop by its
+        // destination; only sendmsg, which leaves the socket unconnected,
+        // needs a tag.
+        if matches!(hook, Hook::Sendmsg4 | Hook::Sendmsg6) {
+            tag_socket(ctx, key, port, hook, action, generation);
+        }
+    });
+    if pass {
+        ALLOW
+    } else {
+        DENY
+    }
+}
+
+/// The decision for the current task reaching `key`:`port`: true when it may
+/// proceed (unprotected, allowed, or audited). `on_pass` runs for a passing
+/// decision at a protected destination with (action, policy generation).
+/// `report_allows` = false sends only denials and audits (per-send hooks,
+/// where an allow event per message would be noise).
+#[inline(always)]
+pub fn decide_current(
+    key: [u8; 16],
+    port: u16,
+    protocol: u16,
+    hook: Hook,
+    report_allows: bool,
+    on_pass: impl FnOnce(Action, u32),
+) -> bool {
     let Some(dest) = protected_at(key, port) else {
-        return ALLOW;
+        return true;
     };
     // A protected destination with no configuration loaded: refuse.
     let Some(cfg) = CONFIG.get(0) else {
-        return DENY;
+        return false;
     };
     let uid_gid = bpf_get_current_uid_gid();
     let (uid, gid) = (uid_gid as u32, (uid_gid >> 32) as u32);
@@ -134,46 +165,40 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
         cgroup_rules: cg.rules,
     };
     let verdict = decide::decide(cfg, dest, &subject);
-    // A connected socket is recognised at the backstop by its destination;
-    // only sendmsg, which leaves the socket unconnected, needs a tag.
-    if verdict.passes() && matches!(hook, Hook::Sendmsg4 | Hook::Sendmsg6) {
-        tag_socket(ctx, key, port, hook, verdict.action, cfg.generation);
-    }
-    let sa = unsafe { &*ctx.sock_addr };
-    let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let key = AggKey {
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        exe_ino: exe.as_ref().map_or(0, |e| e.key.ino),
-        exe_dev: exe.as_ref().map_or(0, |e| e.key.dev),
-        pid: (pid_tgid >> 32) as u32,
-        uid,
-        policy_generation: cfg.generation,
-        daddr: key,
-        dport: port,
-        rule: verdict.rule.unwrap_or(NONE_U16),
-        endpoint: dest.endpoint as u16,
-        protocol,
-        action: verdict.action as u8,
-        reason: verdict.reason as u8,
-        hook: hook as u8,
-        flags: if exe.is_some() { 0 } else { EVENT_NO_EXE },
-        _pad: 0,
-    };
-    report(cfg, &key, |ev| {
-        ev.tid = pid_tgid as u32;
-        ev.gid = gid;
-        if let Some(e) = &exe {
-            ev.exe_generation = e.generation;
-            exe_name(e, &mut ev.exe_name);
-        }
-        ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    });
     if verdict.passes() {
-        ALLOW
-    } else {
-        DENY
+        on_pass(verdict.action, cfg.generation);
     }
+    if report_allows || verdict.action != Action::Allow {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let key = AggKey {
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            exe_ino: exe.as_ref().map_or(0, |e| e.key.ino),
+            exe_dev: exe.as_ref().map_or(0, |e| e.key.dev),
+            pid: (pid_tgid >> 32) as u32,
+            uid,
+            policy_generation: cfg.generation,
+            daddr: key,
+            dport: port,
+            rule: verdict.rule.unwrap_or(NONE_U16),
+            endpoint: dest.endpoint as u16,
+            protocol,
+            action: verdict.action as u8,
+            reason: verdict.reason as u8,
+            hook: hook as u8,
+            flags: if exe.is_some() { 0 } else { EVENT_NO_EXE },
+            _pad: 0,
+        };
+        report(cfg, &key, |ev| {
+            ev.tid = pid_tgid as u32;
+            ev.gid = gid;
+            if let Some(e) = &exe {
+                ev.exe_generation = e.generation;
+                exe_name(e, &mut ev.exe_name);
+            }
+            ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        });
+    }
+    verdict.passes()
 }
 
 /// Records that the socket may send to `key`:`port`; the egress backstop

@@ -6,7 +6,10 @@
 //! - `egress` (cgroup_skb): the backstop for packets that passed no connect or
 //!   sendmsg decision (raw sockets, NAT rewriting an innocent destination).
 //!
-//! Each returns 1 to let the operation proceed and 0 to refuse it (EPERM at
+//! - `sock_ops` + `sk_msg`: TCP sockets established to a protected
+//!   destination are checked again on every send, for the sending task.
+//!
+//! Each sock_addr/skb program returns 1 to let the operation proceed and 0 to refuse it (EPERM at
 //! the caller for the sock_addr hooks, a dropped packet for egress).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -26,17 +29,19 @@ mod identity;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod sockets;
+#[cfg(target_arch = "bpf")]
 pub use programs::*;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        macros::{cgroup_skb, cgroup_sock_addr},
-        programs::{SkBuffContext, SockAddrContext},
+        macros::{cgroup_skb, cgroup_sock_addr, sk_msg, sock_ops},
+        programs::{SkBuffContext, SkMsgContext, SockAddrContext, SockOpsContext},
     };
     use metaguard_common::event::Hook;
 
-    use crate::{backstop, guard};
+    use crate::{backstop, guard, sockets};
 
     #[cgroup_sock_addr(connect4)]
     pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -61,6 +66,16 @@ mod programs {
     #[cgroup_skb(egress)]
     pub fn egress(ctx: SkBuffContext) -> i32 {
         backstop::check(&ctx)
+    }
+
+    #[sock_ops]
+    pub fn sock_established(ctx: SockOpsContext) -> u32 {
+        sockets::sock_ops(&ctx)
+    }
+
+    #[sk_msg]
+    pub fn msg_sender(ctx: SkMsgContext) -> u32 {
+        sockets::sk_msg(&ctx)
     }
 
     #[panic_handler]

@@ -3,6 +3,7 @@
 use aya_ebpf::{
     btf_maps::{
         lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+        SockHash,
     },
     macros::btf_map,
 };
@@ -11,8 +12,8 @@ use metaguard_common::{
     event::{AggCount, AggKey, Event},
     maps::{
         Config, DestKey, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry,
-        MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SOCK_TAGS,
-        MAX_SUBJECTS,
+        MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS,
+        MAX_SOCK_TAGS, MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
 };
@@ -71,6 +72,11 @@ pub static LAST_WAKEUP: PerCpuArray<u64, 1> = PerCpuArray::new();
 /// `MAX_SOCK_TAGS` newer allowed sockets) fails closed at the backstop.
 #[btf_map]
 pub static SOCK_TAGS: LruHashMap<u64, SockTag, { MAX_SOCK_TAGS as usize }> = LruHashMap::new();
+
+/// Established TCP sockets to protected destinations, by socket cookie; the
+/// `sk_msg` program is attached to this map and runs on each of their sends.
+#[btf_map]
+pub static PROTECTED_SOCKS: SockHash<u64, { MAX_PROTECTED_SOCKS as usize }> = SockHash::new();
 
 /// Set by the daemon at load time from the kernel's BTF.
 #[unsafe(no_mangle)]

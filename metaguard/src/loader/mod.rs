@@ -10,8 +10,11 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf,
+        SockHash,
+    },
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SkMsg, SockOps},
     Ebpf, EbpfLoader,
 };
 use metaguard_common::{
@@ -29,6 +32,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/me
 /// The sock_addr programs, by name in the object.
 pub const SOCK_ADDR_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 pub const EGRESS_PROGRAM: &str = "egress";
+/// Puts established TCP sockets to protected destinations in `PROTECTED_SOCKS`.
+pub const SOCK_OPS_PROGRAM: &str = "sock_established";
+/// Attached to `PROTECTED_SOCKS`: decides again for the sender on every send.
+pub const SK_MSG_PROGRAM: &str = "msg_sender";
 
 pub struct Guard {
     ebpf: Ebpf,
@@ -59,6 +66,14 @@ impl Guard {
         let p: &mut CgroupSkb = program(&mut ebpf, EGRESS_PROGRAM)?;
         p.load()
             .map_err(|e| explain_load_error(anyhow!(e).context("loading program egress")))?;
+        let p: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
+        p.load().map_err(|e| {
+            explain_load_error(anyhow!(e).context(format!("loading program {SOCK_OPS_PROGRAM}")))
+        })?;
+        let p: &mut SkMsg = program(&mut ebpf, SK_MSG_PROGRAM)?;
+        p.load().map_err(|e| {
+            explain_load_error(anyhow!(e).context(format!("loading program {SK_MSG_PROGRAM}")))
+        })?;
         Ok(Guard {
             ebpf,
             cgroup: PathBuf::new(),
@@ -159,6 +174,25 @@ impl Guard {
                     anyhow!(e).context(format!("attaching egress to {}", dir.display())),
                 )
             })?;
+        // sk_msg first: a socket takes the map's programs when it is added.
+        let socks = {
+            let m: SockHash<&MapData, u64> = SockHash::try_from(
+                self.ebpf
+                    .map(names::PROTECTED_SOCKS)
+                    .context("PROTECTED_SOCKS map")?,
+            )?;
+            m.fd().try_clone().context("PROTECTED_SOCKS fd")?
+        };
+        let p: &mut SkMsg = program(&mut self.ebpf, SK_MSG_PROGRAM)?;
+        p.attach(&socks).map_err(|e| {
+            explain_load_error(anyhow!(e).context("attaching sk_msg to PROTECTED_SOCKS"))
+        })?;
+        let p: &mut SockOps = program(&mut self.ebpf, SOCK_OPS_PROGRAM)?;
+        p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
+            explain_load_error(
+                anyhow!(e).context(format!("attaching sock_ops to {}", dir.display())),
+            )
+        })?;
         self.cgroup = dir.to_path_buf();
         Ok(())
     }
@@ -281,7 +315,10 @@ mod tests {
         }
         let mut g = Guard::load().expect("load");
         let names: Vec<String> = g.program_ids().into_iter().map(|(n, _)| n).collect();
-        for p in SOCK_ADDR_PROGRAMS.iter().chain([&EGRESS_PROGRAM]) {
+        for p in SOCK_ADDR_PROGRAMS
+            .iter()
+            .chain([&EGRESS_PROGRAM, &SOCK_OPS_PROGRAM, &SK_MSG_PROGRAM])
+        {
             assert!(names.iter().any(|n| n == p), "{p} loaded: {names:?}");
         }
         assert_eq!(g.lost_events().unwrap(), 0);

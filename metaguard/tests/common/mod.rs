@@ -14,6 +14,7 @@ use metaguard::{
     demo::{Daemon, TempDir},
     events::Format,
 };
+#[allow(unused_imports)]
 pub use metaguard_sandbox::{addrs, Sandbox};
 use serde_json::Value;
 

@@ -70,6 +70,13 @@ pub(super) fn hex_value(b: u8) -> Option<u8> {
 
 #[inline(always)]
 pub(super) fn hex_digit(nibble: u8) -> u8 {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    HEX[(nibble & 15) as usize]
+    // Arithmetic, not a table: LLVM drops the `& 15` of a table index when it
+    // can prove it redundant, and the BPF verifier, which cannot, then
+    // refuses the read (seen in the sk_msg prototype).
+    let n = nibble & 15;
+    if n < 10 {
+        b'0' + n
+    } else {
+        b'A' + (n - 10)
+    }
 }

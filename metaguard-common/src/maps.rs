@@ -31,6 +31,7 @@ pub mod names {
     pub const AGGREGATES: &str = "AGGREGATES";
     pub const OFFSETS: &str = "OFFSETS";
     pub const PROTECTED_SOCKS: &str = "PROTECTED_SOCKS";
+    pub const HTTP_TABLE: &str = "HTTP_TABLE";
 }
 
 /// Capacities; the daemon checks a policy against them before loading.

@@ -25,6 +25,8 @@ mod emit;
 #[cfg(target_arch = "bpf")]
 mod guard;
 #[cfg(target_arch = "bpf")]
+mod http;
+#[cfg(target_arch = "bpf")]
 mod identity;
 #[cfg(target_arch = "bpf")]
 mod maps;

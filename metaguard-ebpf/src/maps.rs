@@ -16,6 +16,7 @@ use metaguard_common::{
         MAX_SOCK_TAGS, MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
+    http::{HeaderTable, HttpParser},
 };
 
 /// Non-zero where some protected prefix falls in the bucket.
@@ -77,6 +78,14 @@ pub static SOCK_TAGS: LruHashMap<u64, SockTag, { MAX_SOCK_TAGS as usize }> = Lru
 /// `sk_msg` program is attached to this map and runs on each of their sends.
 #[btf_map]
 pub static PROTECTED_SOCKS: SockHash<u64, { MAX_PROTECTED_SOCKS as usize }> = SockHash::new();
+
+/// HTTP checker state (prototype: per-CPU scratch, reset per message).
+#[btf_map]
+pub static HTTP_STATE: PerCpuArray<HttpParser, 1> = PerCpuArray::new();
+
+/// Header names the HTTP checker tracks; written by the daemon.
+#[btf_map]
+pub static HTTP_TABLE: Array<HeaderTable, 1> = Array::new();
 
 /// Set by the daemon at load time from the kernel's BTF.
 #[unsafe(no_mangle)]

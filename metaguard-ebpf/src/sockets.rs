@@ -90,9 +90,11 @@ pub fn sk_msg(ctx: &SkMsgContext) -> u32 {
     let Some((key, port)) = remote_key(family, ip4, ip6, port) else {
         return SK_PASS;
     };
-    if decide_current(key, port, IPPROTO_TCP, Hook::SendmsgTcp, false, |_, _| {}) {
-        SK_PASS
-    } else {
-        SK_DROP
+    if !decide_current(key, port, IPPROTO_TCP, Hook::SendmsgTcp, false, |_, _| {}) {
+        return SK_DROP;
+    }
+    match crate::http::check(ctx) {
+        Some(_reject) => SK_DROP,
+        None => SK_PASS,
     }
 }

@@ -20,6 +20,7 @@ use aya::{
 use metaguard_common::{
     addr::PREFILTER_BUCKETS,
     event::{AggCount, AggKey},
+    http::HeaderTable,
     maps::{names, PrefixInfo, MAX_CGROUP_LEVEL},
 };
 
@@ -66,6 +67,10 @@ impl Guard {
         let p: &mut CgroupSkb = program(&mut ebpf, EGRESS_PROGRAM)?;
         p.load()
             .map_err(|e| explain_load_error(anyhow!(e).context("loading program egress")))?;
+        // The HTTP checker's header names (prototype: the built-in table).
+        let mut t: Array<&mut MapData, HeaderTable> = map(&mut ebpf, names::HTTP_TABLE)?;
+        t.set(0, HeaderTable::with_defaults(), 0)
+            .context("HTTP_TABLE")?;
         let p: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
         p.load().map_err(|e| {
             explain_load_error(anyhow!(e).context(format!("loading program {SOCK_OPS_PROGRAM}")))

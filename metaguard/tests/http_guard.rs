@@ -95,3 +95,24 @@ fn inherited_ipv6_socket_is_unusable_by_a_denied_sender() {
     assert!(pass_fd(&env, &env.probe, IMDS6).ok());
     assert_eq!(env.requests_for(ID_PATH), 1);
 }
+
+/// The HTTP checker in sk_msg: an encoded slash in the target is refused at
+/// send (the request never arrives); a plain request still goes through.
+#[test]
+fn encoded_slash_is_dropped_at_send() {
+    let env = env_or_skip!("sk-http", PROBE_ONLY);
+    let d = env.run(
+        &env.probe,
+        &["tcp", IMDS, "80", "--path", "/latest/meta-data%2Finstance-id"],
+    );
+    assert_eq!(d.code, 1, "an encoded slash must be refused: {d:?}");
+    assert_eq!(d.json["error"], "EACCES", "{d:?}");
+    assert!(
+        env.sb.requests().is_empty(),
+        "nothing may arrive: {:?}",
+        env.sb.requests()
+    );
+    let ok = env.run(&env.probe, &["tcp", IMDS, "80"]);
+    assert!(ok.ok(), "{ok:?}");
+    assert_eq!(env.requests_for(ID_PATH), 1);
+}

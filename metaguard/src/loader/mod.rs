@@ -326,6 +326,17 @@ mod tests {
         {
             assert!(names.iter().any(|n| n == p), "{p} loaded: {names:?}");
         }
+        // Sizes, for the record (`--nocapture`): what each program costs
+        // the verifier and the kernel.
+        for (name, p) in g.ebpf.programs() {
+            if let Ok(i) = p.info() {
+                eprintln!(
+                    "{name}: verified_insns {:?}, xlated insns {}",
+                    i.verified_instruction_count(),
+                    i.size_translated().unwrap_or(0) / 8
+                );
+            }
+        }
         assert_eq!(g.lost_events().unwrap(), 0);
         g.take_events().expect("ring buffer");
     }

@@ -25,7 +25,8 @@ pub fn run(o: &Opts) -> Report {
     match o.mode.as_str() {
         "fork" => process::fork_then(o),
         "exec" => process::fork_exec(o),
-        "pass-fd" => process::pass_fd(o),
+        "pass-fd" => process::pass_fd(o, false),
+        "pass-fd6-mapped" => process::pass_fd(o, true),
         _ => Report::Outcome(run_network(o)),
     }
 }

@@ -199,15 +199,24 @@ pub fn fork_exec(o: &Opts) -> Report {
 /// `pass-fd ADDR PORT --exec PATH ARGS...`: connects here (as this program),
 /// then forks and execs PATH, which inherits the connected socket (its number
 /// in `METAGUARD_PROBE_FD`); run PATH as `send-fd ADDR PORT` to send on it.
-pub fn pass_fd(o: &Opts) -> Report {
+/// `mapped`: a dual-stack IPv6 socket to ::ffff:ADDR (`pass-fd6-mapped`).
+pub fn pass_fd(o: &Opts, mapped: bool) -> Report {
+    let ip = if mapped {
+        match o.ip.mapped() {
+            Ok(ip) => ip,
+            Err(m) => return Report::Outcome(Outcome::other(&o.mode, "usage", m)),
+        }
+    } else {
+        o.ip
+    };
     if o.exec.is_empty() {
         return Report::Outcome(Outcome::other(
-            "pass-fd",
+            &o.mode,
             "usage",
             "pass-fd needs --exec PATH send-fd ADDR PORT",
         ));
     }
-    let fd = match stream::open_connected(o, "pass-fd", o.ip, 0, false) {
+    let fd = match stream::open_connected(o, &o.mode, ip, 0, mapped) {
         Ok(fd) => fd,
         Err(out) => return Report::Outcome(*out),
     };
@@ -215,7 +224,7 @@ pub fn pass_fd(o: &Opts) -> Report {
     if unsafe { libc::fcntl(fd.raw(), libc::F_SETFD, 0) } < 0 {
         let e = last_errno();
         return Report::Outcome(Outcome::fail(
-            "pass-fd",
+            &o.mode,
             e,
             format!("fcntl(F_SETFD): {}", errno_name(e)),
         ));

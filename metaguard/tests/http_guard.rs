@@ -17,12 +17,16 @@ macro_rules! env_or_skip {
 }
 
 /// The allowed probe connects; the socket is inherited across fork+exec by
-/// `exec`'d program, which sends the request on it.
+/// the `exec`'d program, which sends the request on it.
 fn pass_fd(env: &Env, sender: &std::path::Path, addr: &str) -> Outcome {
+    pass_fd_mode(env, "pass-fd", sender, addr)
+}
+
+fn pass_fd_mode(env: &Env, mode: &str, sender: &std::path::Path, addr: &str) -> Outcome {
     env.run(
         &env.probe,
         &[
-            "pass-fd",
+            mode,
             addr,
             "80",
             "--exec",
@@ -93,6 +97,21 @@ fn inherited_ipv6_socket_is_unusable_by_a_denied_sender() {
     assert_eq!(ev["destination"]["address"], IMDS6);
     assert_eq!(ev["destination"]["port"], 80);
     assert!(pass_fd(&env, &env.probe, IMDS6).ok());
+    assert_eq!(env.requests_for(ID_PATH), 1);
+}
+
+#[test]
+fn inherited_ipv4_mapped_socket_is_unusable_by_a_denied_sender() {
+    let env = env_or_skip!("sk-mapped", PROBE_ONLY);
+    let d = pass_fd_mode(&env, "pass-fd6-mapped", &env.copy, IMDS);
+    assert_eq!(d.code, 1, "{d:?}");
+    assert_eq!(d.json["error"], "EACCES", "{d:?}");
+    assert_eq!(env.requests_for(ID_PATH), 0);
+    let ev = env
+        .wait_event(|e| e["action"] == "deny" && e["hook"] == "sendmsg-tcp")
+        .expect("a deny event for the send");
+    assert_eq!(ev["destination"]["address"], IMDS);
+    assert!(pass_fd_mode(&env, "pass-fd6-mapped", &env.probe, IMDS).ok());
     assert_eq!(env.requests_for(ID_PATH), 1);
 }
 

@@ -1,8 +1,8 @@
-//! metaguard command line: `check`, `run`, `demo`.
+//! metaguard command line: `check`, `run`, `learn`, `demo`.
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use metaguard::{daemon, demo, events::Format, policy};
+use metaguard::{daemon, demo, events::Format, learn, policy};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,18 @@ enum Command {
         cgroup: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
+    },
+    /// Propose a policy allowing exactly the traffic in `run`'s JSON events (needs no root).
+    Learn {
+        /// JSON-lines events as `metaguard run` prints them; `-` for standard input.
+        #[arg(long)]
+        from: PathBuf,
+        /// Write the proposal here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Keep this policy's mode, include, [guard] and [[endpoint]]s; generate only the rules.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Build a sandbox with a fake metadata service and show allowed and denied clients live.
     Demo {
@@ -69,6 +81,9 @@ fn main() -> ExitCode {
                     ExitCode::from(exit_code(&e))
                 }
             }
+        }
+        Command::Learn { from, out, policy } => {
+            ExitCode::from(learn::main(learn::Options { from, out, policy }))
         }
         Command::Demo { format } => match demo::run(format) {
             Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod events;
 pub mod learn;
 pub mod loader;
+pub mod metrics;
 pub mod policy;
 pub mod repeats;
 pub mod sys;

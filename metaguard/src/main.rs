@@ -28,6 +28,9 @@ enum Command {
         cgroup: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Propose a policy allowing exactly the traffic in `run`'s JSON events (needs no root).
     Learn {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             policy,
             cgroup,
             format,
+            metrics,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
                 policy,
                 cgroup,
                 format,
+                metrics,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -135,10 +135,15 @@ impl Guard {
         Ok(())
     }
 
-    /// Rewrites the executable map after a rule's file changed on disk.
+    /// Rewrites the executable map after a rule's file changed on disk, then
+    /// moves to a new generation so that no verdict cached under the old
+    /// executables is reused.
     pub fn update_exes(&mut self, policy: &Policy) -> Result<()> {
+        self.generation += 1;
         let enc = encode::encode(policy, self.generation);
-        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)
+        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
+        let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
+        cfg.set(0, enc.config, 0).context("CONFIG")
     }
 
     /// Attaches every program to the cgroup at `dir` (a cgroup2 directory).

@@ -86,45 +86,52 @@ pub struct Event {
     pub exe_name: [u8; EXE_NAME_LEN],
 }
 
-/// What makes two decisions "the same" for reporting: the caller (process,
-/// executable, user, cgroup), the destination and the outcome. Repeats of a
-/// reported decision within the policy's aggregation window are counted in
-/// the `AGGREGATES` map instead of sent one by one; the daemon reports the
-/// counts. Every field here is also in [`Event`], so the daemon can rebuild
-/// the key from an event ([`AggKey::of`]) and the kernel can fill an event
-/// from the key ([`Event::set_key`]).
+/// What makes two decisions "the same": the caller (process, executable,
+/// user, group, cgroup), the destination, the hook and the policy generation.
+/// The decision for such a key cannot change within a policy generation
+/// (supplementary groups aside, which the programs then recheck), so the
+/// kernel decides a key once per aggregation window: repeats reuse the
+/// verdict and are counted in the `AGGREGATES` map instead of sent, and the
+/// daemon reports the counts. Every field is also in [`Event`], so the daemon
+/// rebuilds the key from an event ([`AggKey::of`]) and the kernel fills an
+/// event from the key ([`Event::set_key`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AggKey {
     pub cgroup_id: u64,
     pub exe_ino: u64,
     pub exe_dev: u32,
+    pub exe_generation: u32,
     /// Thread group id (the process).
     pub pid: u32,
     pub uid: u32,
+    pub gid: u32,
     pub policy_generation: u32,
     pub daddr: [u8; 16],
     pub dport: u16,
-    pub rule: u16,
-    pub endpoint: u16,
     pub protocol: u16,
-    pub action: u8,
-    pub reason: u8,
     pub hook: u8,
     pub flags: u8,
-    pub _pad: u32,
+    pub _pad: [u8; 2],
 }
 
-/// Value of `AGGREGATES` (per CPU).
+/// Value of `AGGREGATES` (per CPU): the verdict of the current window and
+/// the repeats counted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AggCount {
-    /// When the decision was last sent as an event (boot ns).
+    /// When the decision was last made and sent as an event (coarse
+    /// monotonic ns).
     pub window_start: u64,
-    /// When this entry was created: a recreated entry restarts `repeats`.
+    /// When this CPU's count started: a recreated entry restarts `repeats`.
     pub created: u64,
     /// Decisions counted instead of sent, since `created`. Only grows.
     pub repeats: u64,
+    pub rule: u16,
+    pub endpoint: u16,
+    pub action: u8,
+    pub reason: u8,
+    pub _pad: [u8; 2],
 }
 
 impl AggKey {
@@ -133,19 +140,17 @@ impl AggKey {
             cgroup_id: ev.cgroup_id,
             exe_ino: ev.exe_ino,
             exe_dev: ev.exe_dev,
+            exe_generation: ev.exe_generation,
             pid: ev.pid,
             uid: ev.uid,
+            gid: ev.gid,
             policy_generation: ev.policy_generation,
             daddr: ev.daddr,
             dport: ev.dport,
-            rule: ev.rule,
-            endpoint: ev.endpoint,
             protocol: ev.protocol,
-            action: ev.action,
-            reason: ev.reason,
             hook: ev.hook,
             flags: ev.flags,
-            _pad: 0,
+            _pad: [0; 2],
         }
     }
 }
@@ -157,18 +162,25 @@ impl Event {
         self.cgroup_id = k.cgroup_id;
         self.exe_ino = k.exe_ino;
         self.exe_dev = k.exe_dev;
+        self.exe_generation = k.exe_generation;
         self.pid = k.pid;
         self.uid = k.uid;
+        self.gid = k.gid;
         self.policy_generation = k.policy_generation;
         self.daddr = k.daddr;
         self.dport = k.dport;
-        self.rule = k.rule;
-        self.endpoint = k.endpoint;
         self.protocol = k.protocol;
-        self.action = k.action;
-        self.reason = k.reason;
         self.hook = k.hook;
         self.flags = k.flags;
+    }
+
+    /// Copies a verdict into the event.
+    #[inline(always)]
+    pub fn set_verdict(&mut self, c: &AggCount) {
+        self.rule = c.rule;
+        self.endpoint = c.endpoint;
+        self.action = c.action;
+        self.reason = c.reason;
     }
 }
 
@@ -182,19 +194,17 @@ mod tests {
             cgroup_id: 7,
             exe_ino: 9,
             exe_dev: 3 << 20 | 1,
+            exe_generation: 5,
             pid: 42,
             uid: 1000,
+            gid: 1000,
             policy_generation: 2,
             daddr: [1; 16],
             dport: 80,
-            rule: 1,
-            endpoint: 0,
             protocol: 6,
-            action: 2,
-            reason: 3,
             hook: 1,
             flags: 0,
-            _pad: 0,
+            _pad: [0; 2],
         };
         let mut ev: Event = unsafe { core::mem::zeroed() };
         ev.set_key(&k);

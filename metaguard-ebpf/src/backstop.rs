@@ -12,7 +12,7 @@ use aya_ebpf::{
 use metaguard_common::{
     addr,
     decide::{self, Action, Reason},
-    event::{AggKey, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, NONE_U16},
+    event::{AggCount, AggKey, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, NONE_U16},
     maps::{Config, Protected, SockTag, PROTECTED_AUDIT},
 };
 
@@ -160,21 +160,32 @@ fn report(
         cgroup_id: unsafe { bpf_skb_cgroup_id(ctx.skb.skb) },
         exe_ino: 0,
         exe_dev: 0,
+        exe_generation: 0,
         pid: 0,
         uid,
+        gid: u32::MAX,
         policy_generation: cfg.generation,
         daddr: d.key,
         dport: d.port.unwrap_or(0),
-        rule: NONE_U16,
-        endpoint: endpoint as u16,
         protocol: d.protocol as u16,
-        action: action as u8,
-        reason: reason as u8,
         hook: Hook::Egress as u8,
         flags: EVENT_NO_EXE | EVENT_NO_TASK | if d.port.is_none() { EVENT_NO_PORT } else { 0 },
-        _pad: 0,
+        _pad: [0; 2],
     };
-    emit::report(cfg, &key, |ev| ev.gid = u32::MAX);
+    let verdict = AggCount {
+        rule: NONE_U16,
+        endpoint: endpoint as u16,
+        action: action as u8,
+        reason: reason as u8,
+        ..Default::default()
+    };
+    // Packets of one socket repeat: count them like repeated decisions.
+    let w = emit::window(cfg, &key);
+    if w.open && w.last.action == verdict.action && w.last.reason == verdict.reason {
+        w.count_repeat();
+    } else {
+        w.report(cfg, &key, &verdict, |_| {});
+    }
 }
 
 /// Destination of an IP packet; the port only where it can be read for sure.

@@ -10,7 +10,7 @@
 //! interrupt each; and whenever the buffer is filling up.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::generated::{bpf_ktime_get_boot_ns, bpf_ringbuf_query},
+    helpers::generated::{bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ringbuf_query},
 };
 use metaguard_common::{
     decide::Action,
@@ -25,52 +25,95 @@ const WAKEUP_BACKLOG: u64 = EVENTS_BYTES as u64 / 4;
 /// Minimum gap between wakeups for denials, per CPU.
 const DENY_WAKEUP_NS: u64 = 5_000_000;
 
-/// Reports the decision `key`: as an event (the key's fields, then what
-/// `fill` adds), or, when the same decision was sent less than the policy's
-/// aggregation window ago on this CPU, as one more repeat in `AGGREGATES`.
-/// `fill` runs only for events, so names are read only then.
-#[inline(always)]
-pub fn report(cfg: &Config, key: &AggKey, fill: impl FnOnce(&mut Event)) {
-    if cfg.aggregate_ns != 0 && counted_as_repeat(key, cfg.aggregate_ns) {
-        return;
-    }
-    emit(|ev| {
-        ev.set_key(key);
-        fill(ev);
-    });
+/// The decision last made for `key` on this CPU, while its aggregation
+/// window is open: repeats reuse it and are counted, not sent.
+pub struct Window {
+    slot: Option<*mut AggCount>,
+    now: u64,
+    /// The window is open: `last` holds its verdict.
+    pub open: bool,
+    /// Zeroed when not open (a plain value: the verifier rejects copies of
+    /// partly uninitialised `Option`s).
+    pub last: AggCount,
 }
 
-/// True when `key` was sent within `window` ns (and counts this repeat);
-/// otherwise starts a new window and the caller sends the event.
+/// Looks `key` up in `AGGREGATES` (nothing when aggregation is off). The
+/// coarse clock is enough for windows of a second and far cheaper than
+/// reading the clock source on every decision.
 #[inline(always)]
-fn counted_as_repeat(key: &AggKey, window: u64) -> bool {
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    match AGGREGATES.get_ptr_mut(key) {
-        Some(c) => unsafe {
-            if now.wrapping_sub((*c).window_start) < window {
-                (*c).repeats += 1;
-                true
-            } else {
-                // Another CPU may have created the entry: this CPU's count
-                // starts here.
-                if (*c).created == 0 {
-                    (*c).created = now;
-                }
-                (*c).window_start = now;
-                false
-            }
-        },
-        None => {
-            let fresh = AggCount {
-                window_start: now,
-                created: now,
-                repeats: 0,
-            };
-            // A full map evicts the oldest entry (its unreported repeats are
-            // lost); sending the event is what matters here.
-            let _ = AGGREGATES.insert(key, &fresh, 0);
-            false
+pub fn window(cfg: &Config, key: &AggKey) -> Window {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let slot = if cfg.aggregate_ns != 0 {
+        AGGREGATES.get_ptr_mut(key)
+    } else {
+        None
+    };
+    let mut w = Window {
+        slot,
+        now,
+        open: false,
+        last: AggCount::default(),
+    };
+    if let Some(c) = slot {
+        let c = unsafe { *c };
+        if c.created != 0 && now.wrapping_sub(c.window_start) < cfg.aggregate_ns {
+            w.open = true;
+            w.last = c;
         }
+    }
+    w
+}
+
+impl Window {
+    /// Counts one more repeat of the open window's decision.
+    #[inline(always)]
+    pub fn count_repeat(&self) {
+        if let Some(c) = self.slot {
+            unsafe { (*c).repeats += 1 };
+        }
+    }
+
+    /// Starts a window for `verdict` and sends it as an event: the key's
+    /// fields, the verdict, then what `fill` adds (names are read only here).
+    #[inline(always)]
+    pub fn report(
+        &self,
+        cfg: &Config,
+        key: &AggKey,
+        verdict: &AggCount,
+        fill: impl FnOnce(&mut Event),
+    ) {
+        if cfg.aggregate_ns != 0 {
+            match self.slot {
+                Some(c) => unsafe {
+                    // Another CPU may have created the entry: this CPU's
+                    // count starts here.
+                    if (*c).created == 0 {
+                        (*c).created = self.now;
+                    }
+                    (*c).window_start = self.now;
+                    (*c).rule = verdict.rule;
+                    (*c).endpoint = verdict.endpoint;
+                    (*c).action = verdict.action;
+                    (*c).reason = verdict.reason;
+                },
+                None => {
+                    let fresh = AggCount {
+                        window_start: self.now,
+                        created: self.now,
+                        ..*verdict
+                    };
+                    // A full map evicts the oldest entry (its unreported
+                    // repeats are lost); the event is what matters here.
+                    let _ = AGGREGATES.insert(key, &fresh, 0);
+                }
+            }
+        }
+        emit(|ev| {
+            ev.set_key(key);
+            ev.set_verdict(verdict);
+            fill(ev);
+        });
     }
 }
 

@@ -8,16 +8,16 @@ use aya_ebpf::{
 use metaguard_common::{
     addr::{self, port_from_user_port},
     decide::{self, Action, Subject},
-    event::{AggKey, Hook, EVENT_NO_EXE, NONE_U16},
+    event::{AggCount, AggKey, Hook, EVENT_NO_EXE, NONE_U16},
     maps::{
-        DestKey, PortKey, Protected, SockTag, CONFIG_GROUPS, CONFIG_UIDS, PORT_ANY,
+        Config, DestKey, PortKey, Protected, SockTag, CONFIG_GROUPS, CONFIG_UIDS, PORT_ANY,
         PREFILTER_DESTS, PREFILTER_LPM,
     },
 };
 
 use crate::{
-    emit::report,
-    identity::{cgroup_match, current_exe, exe_name, supplementary_rules},
+    emit::window,
+    identity::{cgroup_match, current_exe, exe_name, supplementary_rules, Exe},
     maps::{prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
 };
 
@@ -133,7 +133,7 @@ pub fn decide_current(
     protocol: u16,
     hook: Hook,
     report_allows: bool,
-    on_pass: impl FnOnce(Action, u32),
+    on_pass: impl FnOnce(u8, u32),
 ) -> bool {
     let Some(dest) = protected_at(key, port) else {
         return true;
@@ -144,11 +144,64 @@ pub fn decide_current(
     };
     let uid_gid = bpf_get_current_uid_gid();
     let (uid, gid) = (uid_gid as u32, (uid_gid >> 32) as u32);
-    let cg = cgroup_match(cfg, None);
     let exe = current_exe();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let agg = AggKey {
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        exe_ino: exe.as_ref().map_or(0, |e| e.key.ino),
+        exe_dev: exe.as_ref().map_or(0, |e| e.key.dev),
+        exe_generation: exe.as_ref().map_or(0, |e| e.generation),
+        pid: (pid_tgid >> 32) as u32,
+        uid,
+        gid,
+        policy_generation: cfg.generation,
+        daddr: key,
+        dport: port,
+        protocol,
+        hook: hook as u8,
+        flags: if exe.is_some() { 0 } else { EVENT_NO_EXE },
+        _pad: [0; 2],
+    };
+    let window = window(cfg, &agg);
+    // Within a policy generation the verdict depends only on the key, except
+    // for supplementary groups, which are not in it: recheck those.
+    let reuse = cfg.flags & CONFIG_GROUPS == 0;
+    let verdict = if window.open && reuse {
+        window.last
+    } else {
+        decide_subject(cfg, dest, exe.as_ref(), uid, gid)
+    };
+    let passes = verdict.action != Action::Deny as u8;
+    if passes {
+        on_pass(verdict.action, cfg.generation);
+    }
+    if window.open && same_verdict(&window.last, &verdict) {
+        window.count_repeat();
+    } else if report_allows || verdict.action != Action::Allow as u8 {
+        window.report(cfg, &agg, &verdict, |ev| {
+            ev.tid = pid_tgid as u32;
+            if let Some(e) = &exe {
+                exe_name(e, &mut ev.exe_name);
+            }
+            ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        });
+    }
+    passes
+}
+
+/// The full decision: which rules the caller's identity satisfies.
+#[inline(always)]
+fn decide_subject(
+    cfg: &Config,
+    dest: &Protected,
+    exe: Option<&Exe>,
+    uid: u32,
+    gid: u32,
+) -> AggCount {
+    let cg = cgroup_match(cfg, None);
     let subject = Subject {
-        exe_generation: exe.as_ref().map(|e| e.generation),
-        exe: exe.as_ref().and_then(|e| unsafe { EXES.get(&e.key) }),
+        exe_generation: exe.map(|e| e.generation),
+        exe: exe.and_then(|e| unsafe { EXES.get(&e.key) }),
         // Skip lookups in maps the policy leaves empty.
         uid: if cfg.flags & CONFIG_UIDS != 0 {
             unsafe { UIDS.get(&uid) }
@@ -164,41 +217,19 @@ pub fn decide_current(
         cgroup_guard: cg.guard,
         cgroup_rules: cg.rules,
     };
-    let verdict = decide::decide(cfg, dest, &subject);
-    if verdict.passes() {
-        on_pass(verdict.action, cfg.generation);
+    let v = decide::decide(cfg, dest, &subject);
+    AggCount {
+        rule: v.rule.unwrap_or(NONE_U16),
+        endpoint: dest.endpoint as u16,
+        action: v.action as u8,
+        reason: v.reason as u8,
+        ..Default::default()
     }
-    if report_allows || verdict.action != Action::Allow {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let key = AggKey {
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-            exe_ino: exe.as_ref().map_or(0, |e| e.key.ino),
-            exe_dev: exe.as_ref().map_or(0, |e| e.key.dev),
-            pid: (pid_tgid >> 32) as u32,
-            uid,
-            policy_generation: cfg.generation,
-            daddr: key,
-            dport: port,
-            rule: verdict.rule.unwrap_or(NONE_U16),
-            endpoint: dest.endpoint as u16,
-            protocol,
-            action: verdict.action as u8,
-            reason: verdict.reason as u8,
-            hook: hook as u8,
-            flags: if exe.is_some() { 0 } else { EVENT_NO_EXE },
-            _pad: 0,
-        };
-        report(cfg, &key, |ev| {
-            ev.tid = pid_tgid as u32;
-            ev.gid = gid;
-            if let Some(e) = &exe {
-                ev.exe_generation = e.generation;
-                exe_name(e, &mut ev.exe_name);
-            }
-            ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        });
-    }
-    verdict.passes()
+}
+
+#[inline(always)]
+fn same_verdict(a: &AggCount, b: &AggCount) -> bool {
+    a.action == b.action && a.reason == b.reason && a.rule == b.rule && a.endpoint == b.endpoint
 }
 
 /// Records that the socket may send to `key`:`port`; the egress backstop
@@ -209,7 +240,7 @@ fn tag_socket(
     key: [u8; 16],
     port: u16,
     hook: Hook,
-    action: Action,
+    action: u8,
     generation: u32,
 ) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
@@ -217,7 +248,7 @@ fn tag_socket(
         addr: key,
         port,
         hook: hook as u8,
-        action: action as u8,
+        action,
         generation,
     };
     // A full map evicts the least recently used tag; nothing to do on error.

@@ -57,7 +57,11 @@ extern "C" fn feed_byte(i: u64, ctx: *mut c_void) -> i64 {
 pub fn check(ctx: &SkMsgContext) -> Option<u32> {
     let msg: *mut sk_msg_md = ctx.msg;
     let size = ctx.size();
-    let n = if size < HTTP_WINDOW { size } else { HTTP_WINDOW };
+    let n = if size < HTTP_WINDOW {
+        size
+    } else {
+        HTTP_WINDOW
+    };
     if n == 0 {
         return None;
     }

@@ -10,13 +10,13 @@ use aya_ebpf::{
 use metaguard_common::{
     addr::{prefilter_index, PREFILTER_BUCKETS},
     event::{AggCount, AggKey, Event},
+    http::{HeaderTable, HttpParser},
     maps::{
         Config, DestKey, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry,
         MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS,
         MAX_SOCK_TAGS, MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
-    http::{HeaderTable, HttpParser},
 };
 
 /// Non-zero where some protected prefix falls in the bucket.

@@ -8,7 +8,9 @@
 //! (SCM_RIGHTS, inheritance across fork+exec) is thus unusable by the other:
 //! its sends fail (EACCES) and nothing reaches the service.
 use aya_ebpf::{
-    bindings::{sk_action::SK_DROP, sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB},
+    bindings::{
+        sk_action::SK_DROP, sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+    },
     helpers::generated::bpf_get_socket_cookie,
     programs::{SkMsgContext, SockOpsContext},
 };

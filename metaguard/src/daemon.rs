@@ -16,6 +16,7 @@ use tokio::{
 use crate::{
     events::{parse_event, Format, Lost, Renderer},
     loader::Guard,
+    metrics::Metrics,
     policy::{self, Policy},
     repeats::Repeats,
     sys::cgroup,
@@ -26,6 +27,8 @@ pub struct RunOptions {
     /// cgroup2 directory to attach to; the cgroup2 root when `None`.
     pub cgroup: Option<PathBuf>,
     pub format: Format,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Refuses early, with the reason, when not privileged enough.
@@ -89,25 +92,31 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
     let mut lost_total = 0u64;
     let mut repeats = Repeats::default();
+    let metrics = Metrics::new();
+    let _metrics_server = match opts.metrics {
+        Some(addr) => Some(metrics.clone().serve(addr).await?),
+        None => None,
+    };
     let out = std::io::stdout();
     loop {
         tokio::select! {
             r = events.readable_mut() => {
                 let mut g = r?;
-                let lines = drain(g.get_inner_mut(), &mut renderer, &mut repeats, opts.format);
+                let lines = drain(g.get_inner_mut(), &mut renderer, &mut repeats, &metrics, opts.format);
                 g.clear_ready();
                 write_out(&out, &lines);
             }
             // The kernel wakes us only when the buffer fills; this keeps events live.
             _ = drain_tick.tick() => {
-                let lines = drain(events.get_mut(), &mut renderer, &mut repeats, opts.format);
+                let lines = drain(events.get_mut(), &mut renderer, &mut repeats, &metrics, opts.format);
                 write_out(&out, &lines);
             }
             _ = lost_tick.tick() => {
                 // Drain first so that repeats follow the event they repeat.
-                let mut lines = drain(events.get_mut(), &mut renderer, &mut repeats, opts.format);
+                let mut lines = drain(events.get_mut(), &mut renderer, &mut repeats, &metrics, opts.format);
                 let counts = guard.repeat_counts().unwrap_or_default();
                 for d in repeats.report(&counts, &mut renderer) {
+                    metrics.decision(&d);
                     lines.push_str(&d.line(opts.format));
                     lines.push('\n');
                 }
@@ -122,7 +131,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     let mut o = out.lock();
                     let _ = writeln!(o, "{line}");
                     let _ = o.flush();
+                    metrics.lost(total - lost_total);
                     lost_total = total;
+                }
+                for (name, _) in guard.program_ids() {
+                    if let Ok((_, runs)) = guard.program_stats(&name) {
+                        metrics.program_runs(&name, runs);
+                    }
                 }
             }
             Some(path) = exe_rx.recv() => {
@@ -139,9 +154,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                         renderer.set_policy(&p);
                         watcher = policy::ExeWatcher::new(exe_paths(&p), exe_tx.clone()).ok();
                         current = p;
+                        metrics.reload(true);
                         eprintln!("metaguard: reloaded {}", opts.policy.display());
                     }
-                    Err(e) => eprintln!("metaguard: reload rejected, the running policy stays in force:\n{e}"),
+                    Err(e) => {
+                        metrics.reload(false);
+                        eprintln!("metaguard: reload rejected, the running policy stays in force:\n{e}");
+                    }
                 }
             }
             _ = sigint.recv() => break,
@@ -161,6 +180,7 @@ fn drain(
     rb: &mut RingBuf<MapData>,
     renderer: &mut Renderer,
     repeats: &mut Repeats,
+    metrics: &Metrics,
     format: Format,
 ) -> String {
     let mut lines = String::new();
@@ -169,6 +189,7 @@ fn drain(
             let d = renderer.render(&ev);
             lines.push_str(&d.line(format));
             repeats.note(&ev, &d);
+            metrics.decision(&d);
             lines.push('\n');
         }
     }

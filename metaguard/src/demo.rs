@@ -31,6 +31,18 @@ impl Daemon {
         format: Format,
         on_event: impl Fn(String) + Send + 'static,
     ) -> Result<Daemon> {
+        Daemon::start_with_args(bin, policy, cgroup, format, &[], on_event)
+    }
+
+    /// As `start`, with more `run` arguments.
+    pub fn start_with_args(
+        bin: &Path,
+        policy: &Path,
+        cgroup: &Path,
+        format: Format,
+        extra: &[&str],
+        on_event: impl Fn(String) + Send + 'static,
+    ) -> Result<Daemon> {
         let fmt = match format {
             Format::Json => "json",
             Format::Text => "text",
@@ -40,6 +52,7 @@ impl Daemon {
             .arg(policy)
             .arg("--cgroup")
             .arg(cgroup)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

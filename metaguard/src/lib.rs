@@ -6,10 +6,13 @@
 //!   (`loader::encode` turns a policy into map entries).
 //! - [`events`]: the event path from the kernel ring buffer to JSON lines.
 //! - [`daemon`]: `metaguard run`; [`demo`]: `metaguard demo`.
+//! - [`learn`]: `metaguard learn`, from recorded events to a proposed policy.
 pub mod daemon;
 pub mod demo;
 pub mod events;
+pub mod learn;
 pub mod loader;
+pub mod metrics;
 pub mod policy;
 pub mod repeats;
 pub mod sys;

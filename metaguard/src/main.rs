@@ -1,8 +1,8 @@
-//! metaguard command line: `check`, `run`, `demo`.
+//! metaguard command line: `check`, `run`, `learn`, `demo`.
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use metaguard::{daemon, demo, events::Format, policy};
+use metaguard::{daemon, demo, events::Format, learn, policy};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,21 @@ enum Command {
         cgroup: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Propose a policy allowing exactly the traffic in `run`'s JSON events (needs no root).
+    Learn {
+        /// JSON-lines events as `metaguard run` prints them; `-` for standard input.
+        #[arg(long)]
+        from: PathBuf,
+        /// Write the proposal here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Keep this policy's mode, include, [guard] and [[endpoint]]s; generate only the rules.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Build a sandbox with a fake metadata service and show allowed and denied clients live.
     Demo {
@@ -53,6 +68,7 @@ fn main() -> ExitCode {
             policy,
             cgroup,
             format,
+            metrics,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -62,6 +78,7 @@ fn main() -> ExitCode {
                 policy,
                 cgroup,
                 format,
+                metrics,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -69,6 +86,9 @@ fn main() -> ExitCode {
                     ExitCode::from(exit_code(&e))
                 }
             }
+        }
+        Command::Learn { from, out, policy } => {
+            ExitCode::from(learn::main(learn::Options { from, out, policy }))
         }
         Command::Demo { format } => match demo::run(format) {
             Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,9 @@ impl Repeats {
                 None => {
                     let mut ev: Event = unsafe { std::mem::zeroed() };
                     ev.set_key(key);
+                    if let Some(c) = per_cpu.iter().find(|c| c.created != 0) {
+                        ev.set_verdict(c);
+                    }
                     renderer.render(&ev)
                 }
             };
@@ -75,7 +78,6 @@ mod tests {
         AggKey {
             pid,
             dport: 80,
-            action: 2,
             ..Default::default()
         }
     }
@@ -85,6 +87,9 @@ mod tests {
             window_start: created,
             created,
             repeats,
+            action: 2,
+            rule: u16::MAX,
+            ..Default::default()
         }
     }
 
@@ -105,6 +110,8 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].count, 3);
         assert_eq!(first[0].pid, Some(7));
+        // No event seen for the key: the verdict comes from the counts.
+        assert_eq!(first[0].action, "deny");
         // Nothing new: no event.
         assert!(rep
             .report(&[(k, vec![count(10, 3), count(0, 0)])], &mut r)

@@ -557,9 +557,17 @@ fn repeated_decisions_are_aggregated_with_exact_counts() {
     let env = env_or_skip!("repeat", PROBE_ONLY);
     let n = 3000u64;
     let denied = env.run(&env.copy, &["connect-loop", IMDS, "80", "--count", "3000"]);
-    assert_eq!(denied.json["errors"]["EPERM"].as_u64(), Some(n), "{denied:?}");
+    assert_eq!(
+        denied.json["errors"]["EPERM"].as_u64(),
+        Some(n),
+        "{denied:?}"
+    );
     let allowed = env.run(&env.probe, &["connect-loop", IMDS, "80", "--count", "3000"]);
-    assert_eq!(allowed.json["errors"].as_object().map(|e| e.len()), Some(0), "{allowed:?}");
+    assert_eq!(
+        allowed.json["errors"].as_object().map(|e| e.len()),
+        Some(0),
+        "{allowed:?}"
+    );
     // Counts of one action's decision events, and how many events carried them.
     let tally = |action: &str| {
         let evs = env.events.lock().unwrap();
@@ -568,7 +576,9 @@ fn repeated_decisions_are_aggregated_with_exact_counts() {
             .filter(|e| e["type"] == "decision" && e["action"] == action)
             .collect();
         (
-            mine.iter().map(|e| e["count"].as_u64().unwrap()).sum::<u64>(),
+            mine.iter()
+                .map(|e| e["count"].as_u64().unwrap())
+                .sum::<u64>(),
             mine.len(),
         )
     };
@@ -580,7 +590,10 @@ fn repeated_decisions_are_aggregated_with_exact_counts() {
     for action in ["deny", "allow"] {
         let (sum, events) = tally(action);
         assert_eq!(sum, n, "{action}: every decision counted exactly once");
-        assert!(events < 40, "{action}: {events} events for {n} identical decisions");
+        assert!(
+            events < 40,
+            "{action}: {events} events for {n} identical decisions"
+        );
     }
     let evs = env.events.lock().unwrap();
     let repeat = evs
@@ -590,7 +603,66 @@ fn repeated_decisions_are_aggregated_with_exact_counts() {
     // The repeat carries the identity of the first report.
     assert_eq!(repeat["rule"], serde_json::Value::Null);
     assert_eq!(repeat["destination"]["address"], IMDS);
-    assert!(repeat["exe"]["name"].as_str().unwrap().starts_with("probe-copy"), "{repeat}");
+    assert!(
+        repeat["exe"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("probe-copy"),
+        "{repeat}"
+    );
+}
+
+#[test]
+fn metrics_count_decisions_reloads_and_runs() {
+    if !root_or_skip("metrics") {
+        return;
+    }
+    // A free loopback port; the daemon binds it next.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = Env::start_full("metrics", PROBE_ONLY, |_| {}, &["--metrics", &addr]);
+    let denied = env.run(&env.copy, &["connect-loop", IMDS, "80", "--count", "5"]);
+    assert_eq!(
+        denied.json["errors"]["EPERM"].as_u64(),
+        Some(5),
+        "{denied:?}"
+    );
+    let ok = env.run(&env.probe, &["tcp", IMDS, "80"]);
+    assert!(ok.ok(), "{ok:?}");
+    std::fs::write(&env.policy, "mode = \"sometimes\"\n").unwrap();
+    unsafe { libc::kill(env.daemon.pid() as i32, libc::SIGHUP) };
+    let scrape = || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    };
+    let want = [
+        r#"metaguard_decisions_total{action="deny",rule="",endpoint="aws-imds"} 5"#,
+        r#"metaguard_decisions_total{action="allow",rule="probe",endpoint="aws-imds"} 1"#,
+        r#"metaguard_policy_reloads_total{result="rejected"} 1"#,
+        r#"metaguard_program_runs{program="connect4"}"#,
+    ];
+    // Repeats and reload results reach the metrics within the daemon's 1 s sweep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut body = scrape();
+    while !want.iter().all(|w| body.contains(w)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        body = scrape();
+    }
+    for w in want {
+        assert!(body.contains(w), "missing {w} in:\n{body}");
+    }
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
 }
 
 /// A cgroup removed on drop (after its processes have exited).

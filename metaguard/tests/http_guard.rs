@@ -48,7 +48,10 @@ fn allowed_sender_on_its_own_and_inherited_socket() {
 
     // The same image on the receiving end of the socket: still allowed.
     let ok = pass_fd(&env, &env.probe, IMDS);
-    assert!(ok.ok(), "allowed probe sending on an inherited socket: {ok:?}");
+    assert!(
+        ok.ok(),
+        "allowed probe sending on an inherited socket: {ok:?}"
+    );
     assert_eq!(ok.json["mode"], "send-fd");
     assert_eq!(env.requests_for(ID_PATH), 2);
     assert!(
@@ -122,7 +125,13 @@ fn encoded_slash_is_dropped_at_send() {
     let env = env_or_skip!("sk-http", PROBE_ONLY);
     let d = env.run(
         &env.probe,
-        &["tcp", IMDS, "80", "--path", "/latest/meta-data%2Finstance-id"],
+        &[
+            "tcp",
+            IMDS,
+            "80",
+            "--path",
+            "/latest/meta-data%2Finstance-id",
+        ],
     );
     assert_eq!(d.code, 1, "an encoded slash must be refused: {d:?}");
     assert_eq!(d.json["error"], "EACCES", "{d:?}");

@@ -155,10 +155,15 @@ impl Guard {
         Ok(())
     }
 
-    /// Rewrites the executable map after a rule's file changed on disk.
+    /// Rewrites the executable map after a rule's file changed on disk, then
+    /// moves to a new generation so that no verdict cached under the old
+    /// executables is reused.
     pub fn update_exes(&mut self, policy: &Policy) -> Result<()> {
+        self.generation += 1;
         let enc = encode::encode(policy, self.generation);
-        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)
+        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
+        let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
+        cfg.set(0, enc.config, 0).context("CONFIG")
     }
 
     /// Attaches every program to the cgroup at `dir` (a cgroup2 directory).
@@ -320,9 +325,10 @@ mod tests {
         }
         let mut g = Guard::load().expect("load");
         let names: Vec<String> = g.program_ids().into_iter().map(|(n, _)| n).collect();
-        for p in SOCK_ADDR_PROGRAMS
-            .iter()
-            .chain([&EGRESS_PROGRAM, &SOCK_OPS_PROGRAM, &SK_MSG_PROGRAM])
+        for p in
+            SOCK_ADDR_PROGRAMS
+                .iter()
+                .chain([&EGRESS_PROGRAM, &SOCK_OPS_PROGRAM, &SK_MSG_PROGRAM])
         {
             assert!(names.iter().any(|n| n == p), "{p} loaded: {names:?}");
         }

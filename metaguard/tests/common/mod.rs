@@ -85,6 +85,16 @@ impl Env {
 
     /// As `start`, with `prepare` run on the temp dir before the policy loads.
     pub fn start_with(tag: &str, policy: &str, prepare: impl FnOnce(&Path)) -> Env {
+        Env::start_full(tag, policy, prepare, &[])
+    }
+
+    /// As `start_with`, with more `metaguard run` arguments.
+    pub fn start_full(
+        tag: &str,
+        policy: &str,
+        prepare: impl FnOnce(&Path),
+        run_args: &[&str],
+    ) -> Env {
         let tmp = TempDir::new(tag).unwrap();
         prepare(&tmp.0);
         let probe = probe_binary();
@@ -101,12 +111,17 @@ impl Env {
         let events = Arc::new(Mutex::new(vec![]));
         let sink = events.clone();
         let bin = Path::new(env!("CARGO_BIN_EXE_metaguard"));
-        let daemon = Daemon::start(bin, &policy, sb.cgroup_dir(), Format::Json, move |line| {
-            match serde_json::from_str::<Value>(&line) {
+        let daemon = Daemon::start_with_args(
+            bin,
+            &policy,
+            sb.cgroup_dir(),
+            Format::Json,
+            run_args,
+            move |line| match serde_json::from_str::<Value>(&line) {
                 Ok(v) => sink.lock().unwrap().push(v),
                 Err(e) => panic!("daemon printed a line that is not JSON ({e}): {line}"),
-            }
-        })
+            },
+        )
         .unwrap();
         Env {
             tmp,

@@ -33,6 +33,7 @@ mod pod {
     unsafe impl aya::Pod for PrefixInfo {}
     unsafe impl aya::Pod for PortKey {}
     unsafe impl aya::Pod for DestKey {}
+    unsafe impl aya::Pod for HttpAllow {}
     unsafe impl aya::Pod for Protected {}
     unsafe impl aya::Pod for ExeKey {}
     unsafe impl aya::Pod for ExeEntry {}

@@ -29,6 +29,8 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const SOCK_TAGS: &str = "SOCK_TAGS";
     pub const AGGREGATES: &str = "AGGREGATES";
+    pub const HTTP_RULES: &str = "HTTP_RULES";
+    pub const HEADERS: &str = "HEADERS";
     pub const OFFSETS: &str = "OFFSETS";
     pub const PROTECTED_SOCKS: &str = "PROTECTED_SOCKS";
     pub const HTTP_TABLE: &str = "HTTP_TABLE";
@@ -84,6 +86,9 @@ pub struct DestKey {
 
 /// `Protected::flags`: decide and report, block nothing.
 pub const PROTECTED_AUDIT: u32 = 1;
+/// `Protected::flags`: requests without the IMDSv2 session token header are
+/// denied (`require_imdsv2` on an endpoint covering the destination).
+pub const PROTECTED_IMDSV2: u32 = 2;
 
 /// What is protected at a destination.
 #[repr(C)]
@@ -159,7 +164,22 @@ pub struct Config {
     pub any_uid: RuleSet,
     pub any_gid: RuleSet,
     pub any_cgroup: RuleSet,
+    /// Rules with an `http` list: on their connections each request must
+    /// match an `HTTP_RULES` entry of the rule.
+    pub http_rules: RuleSet,
 }
+
+/// Value of `HTTP_RULES` (key: `http::HttpKey` with `scope` = rule index).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpAllow {
+    /// Bits of `http::HeaderTable` entries the request must carry.
+    pub required_headers: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Capacity of `HTTP_RULES`.
+pub const MAX_HTTP_RULES: u32 = 4096;
 
 /// Tag (by socket cookie) written when a connect or sendmsg decision lets a socket
 /// reach a protected destination. The egress backstop passes packets to

@@ -81,3 +81,9 @@ impl HeaderTable {
             .map(|i| i as u8)
     }
 }
+
+impl Default for HeaderTable {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}

@@ -9,15 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
+use metaguard_common::http::{HeaderTable, HttpKey};
 use metaguard_common::{
     addr::{
         is_v4_mapped, key_from_v4_octets, prefilter_bucket, PREFILTER_BUCKETS,
         V4_MAPPED_PREFIX_BITS,
     },
     maps::{
-        Config, DestKey, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SubjectEntry,
+        Config, DestKey, ExeEntry, ExeKey, HttpAllow, PortKey, PrefixInfo, Protected, SubjectEntry,
         CONFIG_ENFORCE, CONFIG_GROUPS, CONFIG_GUARD_ALL, CONFIG_UIDS, EXE_CHECK_GENERATION,
         MAX_CGROUP_LEVEL, PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM, PROTECTED_AUDIT,
+        PROTECTED_IMDSV2,
     },
     ruleset::RuleSet,
 };
@@ -81,12 +83,17 @@ pub struct Encoded {
     pub uids: Vec<(u32, SubjectEntry)>,
     pub gids: Vec<(u32, SubjectEntry)>,
     pub cgroups: Vec<(u64, SubjectEntry)>,
+    /// Requests allowed by rules with `http` lists.
+    pub http_rules: Vec<(HttpKey, HttpAllow)>,
+    /// Header names the kernel notes while parsing requests.
+    pub headers: HeaderTable,
 }
 
 pub fn encode(policy: &Policy, generation: u32) -> Encoded {
     let mut out = Encoded::default();
     encode_destinations(policy, &mut out);
     encode_subjects(policy, &mut out);
+    encode_http(policy, &mut out);
     out.config.generation = generation;
     out.config.aggregate_ns = policy.events.aggregate.as_nanos() as u64;
     // Endpoint modes are already resolved against the top-level mode.
@@ -179,7 +186,11 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
             let all_audit = contributing
                 .iter()
                 .all(|&e| policy.endpoints[e].mode == Mode::Audit);
-            let flags = if all_audit { PROTECTED_AUDIT } else { 0 };
+            let imdsv2 = contributing
+                .iter()
+                .any(|&e| policy.endpoints[e].require_imdsv2);
+            let flags = if all_audit { PROTECTED_AUDIT } else { 0 }
+                | if imdsv2 { PROTECTED_IMDSV2 } else { 0 };
             out.ports.push((
                 PortKey { set, port },
                 Protected {
@@ -268,6 +279,43 @@ fn encode_subjects(policy: &Policy, out: &mut Encoded) {
     out.cgroups = cgroups.into_iter().collect();
 }
 
+/// Each `http` entry of rule `i` becomes a key with scope `i`: exact, or a
+/// prefix below which one or more segments must follow.
+fn encode_http(policy: &Policy, out: &mut Encoded) {
+    out.headers = HeaderTable::with_defaults();
+    for (i, r) in policy.rules.iter().enumerate() {
+        let Some(http) = &r.http else { continue };
+        out.config.http_rules.insert(i);
+        for h in http {
+            let mut required = 0u16;
+            for name in &h.require_headers {
+                let bit = match out.headers.find(name.as_bytes()) {
+                    Some(b) => b,
+                    // The compiler bounds the distinct names to the table.
+                    None => out
+                        .headers
+                        .push(name.as_bytes())
+                        .expect("header table sized by the compiler"),
+                };
+                required |= 1 << bit;
+            }
+            let key = if h.wildcard {
+                HttpKey::prefix(i as u32, h.method.as_bytes(), h.path.as_bytes())
+            } else {
+                HttpKey::exact(i as u32, h.method.as_bytes(), h.path.as_bytes())
+            }
+            .expect("the compiler checked method and path");
+            out.http_rules.push((
+                key,
+                HttpAllow {
+                    required_headers: required,
+                    _pad: [0; 6],
+                },
+            ));
+        }
+    }
+}
+
 fn level_bit(level: u32) -> u32 {
     1u32 << level.min(MAX_CGROUP_LEVEL)
 }
@@ -289,6 +337,7 @@ mod tests {
             prefixes: nets.iter().map(|n| n.parse().unwrap()).collect(),
             ports,
             mode,
+            require_imdsv2: false,
         }
     }
 
@@ -300,6 +349,7 @@ mod tests {
             users: vec![],
             groups: vec![],
             cgroups: vec![],
+            http: None,
         }
     }
 
@@ -514,5 +564,54 @@ mod tests {
         let enc = encode(&policy(vec![], vec![]), 1);
         assert_ne!(enc.config.flags & CONFIG_GUARD_ALL, 0);
         assert_ne!(enc.config.flags & CONFIG_ENFORCE, 0);
+    }
+
+    #[test]
+    fn http_entries_become_keys_scoped_by_rule() {
+        use crate::policy::HttpRule;
+        let mut r0 = rule("web", vec![0]);
+        r0.http = Some(vec![
+            HttpRule {
+                method: "GET".into(),
+                path: "/latest/meta-data/instance-id".into(),
+                wildcard: false,
+                require_headers: vec!["x-aws-ec2-metadata-token".into(), "x-extra".into()],
+            },
+            HttpRule {
+                method: "GET".into(),
+                path: "/latest/meta-data/placement/".into(),
+                wildcard: true,
+                require_headers: vec![],
+            },
+        ]);
+        let mut ep = endpoint(
+            "imds",
+            &["169.254.169.254/32"],
+            Some(vec![80]),
+            Mode::Enforce,
+        );
+        ep.require_imdsv2 = true;
+        let p = policy(vec![ep], vec![rule("any", vec![0]), r0]);
+        let enc = encode(&p, 1);
+        assert!(enc.config.http_rules.contains(1) && !enc.config.http_rules.contains(0));
+        assert_eq!(enc.http_rules.len(), 2);
+        let (k, v) = enc.http_rules[0];
+        assert_eq!(
+            k,
+            HttpKey::exact(1, b"GET", b"/latest/meta-data/instance-id").unwrap()
+        );
+        // Entry 0 is the IMDSv2 token header; the rule's other header comes next.
+        assert_eq!(v.required_headers, 0b11);
+        assert_eq!(enc.headers.find(b"x-extra"), Some(1));
+        let (k, v) = enc.http_rules[1];
+        assert_eq!(
+            k,
+            HttpKey::prefix(1, b"GET", b"/latest/meta-data/placement/").unwrap()
+        );
+        assert_eq!(v.required_headers, 0);
+        assert!(enc
+            .ports
+            .iter()
+            .all(|(_, p)| p.flags & PROTECTED_IMDSV2 != 0));
     }
 }

@@ -17,7 +17,8 @@ use super::{
     error::{line_column, Diagnostics},
     presets,
     tree::{self, Entry, Node, Value},
-    CgroupRef, Endpoint, EventSettings, ExeRef, Guard, Mode, Policy, PolicyErrors, Rule, MAX_RULES,
+    CgroupRef, Endpoint, EventSettings, ExeRef, Guard, HttpRule, Mode, Policy, PolicyErrors, Rule,
+    MAX_RULES,
 };
 use crate::sys::{cgroup, exe};
 
@@ -26,8 +27,20 @@ const EVENTS_KEYS: [&str; 1] = ["aggregate"];
 /// Longest aggregation window: counts must reach operators while they matter.
 const MAX_AGGREGATE: Duration = Duration::from_secs(60);
 const GUARD_KEYS: [&str; 2] = ["users", "cgroups"];
-const ENDPOINT_KEYS: [&str; 4] = ["name", "addresses", "ports", "mode"];
-const ALLOW_KEYS: [&str; 6] = ["name", "endpoints", "exe", "users", "groups", "cgroups"];
+const ENDPOINT_KEYS: [&str; 5] = ["name", "addresses", "ports", "mode", "require_imdsv2"];
+const ALLOW_KEYS: [&str; 7] = [
+    "name",
+    "endpoints",
+    "exe",
+    "users",
+    "groups",
+    "cgroups",
+    "http",
+];
+const HTTP_KEYS: [&str; 3] = ["method", "path", "require_headers"];
+/// Distinct `require_headers` names a policy may use (the kernel's header
+/// table has 16 entries; the first is the IMDSv2 token header).
+const MAX_REQUIRED_HEADERS: usize = 15;
 
 pub(crate) fn compile(src: &str, file: &Path) -> Result<Policy, PolicyErrors> {
     let mut c = Compiler {
@@ -118,6 +131,7 @@ impl<'a> Compiler<'a> {
                         .collect(),
                     ports: pe.ports.map(|p| p.to_vec()),
                     mode,
+                    require_imdsv2: false,
                 });
                 names.insert(pe.name.to_string(), Origin::Preset(p.name));
             }
@@ -156,6 +170,25 @@ impl<'a> Compiler<'a> {
             if let Some(r) = self.rule(t, &endpoints, &included, &mut rule_names) {
                 rules.push(r);
             }
+        }
+
+        let mut headers: Vec<&str> = rules
+            .iter()
+            .flat_map(|r: &Rule| r.http.iter().flatten())
+            .flat_map(|h| h.require_headers.iter().map(String::as_str))
+            .filter(|h| *h != "x-aws-ec2-metadata-token")
+            .collect();
+        headers.sort_unstable();
+        headers.dedup();
+        if headers.len() > MAX_REQUIRED_HEADERS {
+            let span = allow.map(|e| e.key_span.clone()).unwrap_or(0..0);
+            self.err(
+                &span,
+                format!(
+                    "the rules require {} distinct headers; at most {MAX_REQUIRED_HEADERS} are supported",
+                    headers.len()
+                ),
+            );
         }
 
         Policy {
@@ -380,7 +413,7 @@ impl<'a> Compiler<'a> {
         top_mode: Mode,
         names: &mut HashMap<String, Origin>,
     ) -> Option<Endpoint> {
-        let [name_e, addresses, ports, mode] =
+        let [name_e, addresses, ports, mode, require_imdsv2] =
             self.fields(t.entries, "[[endpoint]]", &ENDPOINT_KEYS);
         let name = self.name(name_e, t, "this [[endpoint]]");
         if let (Some(n), Some(ne)) = (&name, name_e) {
@@ -436,12 +469,16 @@ impl<'a> Compiler<'a> {
 
         let ports = ports.and_then(|e| self.ports(e));
         let mode = mode.and_then(|e| self.mode(e)).unwrap_or(top_mode);
+        let require_imdsv2 = require_imdsv2
+            .and_then(|e| self.boolean(e))
+            .unwrap_or(false);
         Some(Endpoint {
             name: name?,
             preset: None,
             prefixes,
             ports,
             mode,
+            require_imdsv2,
         })
     }
 
@@ -504,7 +541,7 @@ impl<'a> Compiler<'a> {
         included: &[(&'static presets::Preset, Range<usize>)],
         rule_names: &mut HashMap<String, Range<usize>>,
     ) -> Option<Rule> {
-        let [name_e, eps, exe, users, groups, cgroups] =
+        let [name_e, eps, exe, users, groups, cgroups, http] =
             self.fields(t.entries, "[[allow]]", &ALLOW_KEYS);
         let name = self.name(name_e, t, "this [[allow]] rule");
         if let (Some(n), Some(ne)) = (&name, name_e) {
@@ -556,6 +593,7 @@ impl<'a> Compiler<'a> {
             .map(|e| self.ids(e, IdKind::Group, false))
             .unwrap_or_default();
         let cgroups = cgroups.map(|e| self.cgroups(e, false)).unwrap_or_default();
+        let http = http.map(|e| self.http(e));
         Some(Rule {
             name: name?,
             endpoints: endpoint_ix,
@@ -563,7 +601,146 @@ impl<'a> Compiler<'a> {
             users,
             groups,
             cgroups,
+            http,
         })
+    }
+
+    fn boolean(&mut self, e: &Entry) -> Option<bool> {
+        match &e.node.value {
+            Value::Boolean(b) => Some(*b),
+            other => {
+                self.err(
+                    &e.node.span,
+                    format!("`{}` must be true or false, found {}", e.key, other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// `http = [{ method = "GET", path = "/a/*", require_headers = [...] }, ...]`
+    fn http(&mut self, e: &Entry) -> Vec<HttpRule> {
+        let example = "[{ method = \"GET\", path = \"/latest/meta-data/instance-id\" }]";
+        let Some(items) = self.array(e, example) else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.err(
+                &e.node.span,
+                "`http` is empty, which would allow no request: list requests, or remove the key to allow any",
+            );
+        }
+        let mut out: Vec<HttpRule> = Vec::new();
+        for n in items {
+            let Value::Table(t) = &n.value else {
+                self.err(
+                    &n.span,
+                    format!(
+                        "each `http` entry must be a table like {example}, found {}",
+                        n.value.kind()
+                    ),
+                );
+                continue;
+            };
+            let [method, path, headers] = self.fields(t, "an `http` entry", &HTTP_KEYS);
+            let (Some(method_e), Some(path_e)) = (method, path) else {
+                self.err(&n.span, "an `http` entry needs both `method` and `path`");
+                continue;
+            };
+            let method = self.string(method_e).and_then(|m| {
+                let ok = !m.is_empty()
+                    && m.len() <= metaguard_common::http::MAX_METHOD
+                    && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !ok {
+                    self.err(&method_e.node.span, format!("`{m}` is not an HTTP method (a token of up to 16 characters, like \"GET\"; methods are case-sensitive)"));
+                }
+                ok.then(|| m.to_string())
+            });
+            let path = self
+                .string(path_e)
+                .and_then(|p| self.http_path(p, &path_e.node.span));
+            let mut require_headers = Vec::new();
+            if let Some(h) = headers {
+                for (name, span) in
+                    self.strings(h, "a header name", "[\"x-aws-ec2-metadata-token\"]")
+                {
+                    let ok = !name.is_empty()
+                        && name.len() <= metaguard_common::http::TABLE_NAME_MAX
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    if ok {
+                        let lower = name.to_ascii_lowercase();
+                        if !require_headers.contains(&lower) {
+                            require_headers.push(lower);
+                        }
+                    } else {
+                        self.err(
+                            span,
+                            format!(
+                                "`{name}` is not a header name (a token of up to 32 characters)"
+                            ),
+                        );
+                    }
+                }
+                require_headers.sort();
+            }
+            if let (Some(method), Some((path, wildcard))) = (method, path) {
+                let rule = HttpRule {
+                    method,
+                    path,
+                    wildcard,
+                    require_headers,
+                };
+                if out.iter().any(|r| {
+                    r.method == rule.method && r.path == rule.path && r.wildcard == rule.wildcard
+                }) {
+                    self.err(
+                        &n.span,
+                        format!(
+                            "duplicate `http` entry for {} {}{}: merge them",
+                            rule.method,
+                            rule.path,
+                            if rule.wildcard { "*" } else { "" }
+                        ),
+                    );
+                } else {
+                    out.push(rule);
+                }
+            }
+        }
+        out
+    }
+
+    /// A pattern path, which must already be in canonical form (so that the
+    /// policy says what is matched), with an optional trailing `/*`.
+    fn http_path(&mut self, p: &str, span: &Range<usize>) -> Option<(String, bool)> {
+        use metaguard_common::http::canonical_pattern;
+        match canonical_pattern(p.as_bytes()) {
+            Ok((buf, len, wildcard)) => {
+                let canon = String::from_utf8_lossy(&buf[..len]).into_owned();
+                let written = if wildcard {
+                    format!("{canon}*")
+                } else {
+                    canon.clone()
+                };
+                if written != p {
+                    self.err(
+                        span,
+                        format!("path `{p}` is not in canonical form: write `{written}` (requests are matched after the same canonicalisation)"),
+                    );
+                    return None;
+                }
+                Some((canon, wildcard))
+            }
+            Err(r) => {
+                self.err(
+                    span,
+                    format!("path `{p}` cannot be matched: {} (patterns are absolute paths, optionally ending in `/*`)", r.name()),
+                );
+                None
+            }
+        }
     }
 
     fn endpoint_ref(

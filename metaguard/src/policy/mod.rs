@@ -115,6 +115,19 @@ pub struct Guard {
     pub cgroups: Vec<CgroupRef>,
 }
 
+/// One request an `http` list allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRule {
+    /// Compared exactly (methods are case-sensitive tokens).
+    pub method: String,
+    /// Canonical form of the pattern's path; for a wildcard (`/a/*`) the
+    /// prefix, ending in `/`, below which one or more segments must follow.
+    pub path: String,
+    pub wildcard: bool,
+    /// Lower-case names of headers the request must carry.
+    pub require_headers: Vec<String>,
+}
+
 impl Guard {
     pub fn guards_everyone(&self) -> bool {
         self.users.is_empty() && self.cgroups.is_empty()
@@ -132,6 +145,9 @@ pub struct Endpoint {
     pub ports: Option<Vec<u16>>,
     /// Resolved: the endpoint's own `mode`, else the top-level one.
     pub mode: Mode,
+    /// Requests without an `X-aws-ec2-metadata-token` header (IMDSv1) are
+    /// denied whatever the rules say.
+    pub require_imdsv2: bool,
 }
 
 /// An allow rule: a process matching every selector given may reach the
@@ -149,6 +165,8 @@ pub struct Rule {
     pub groups: Vec<u32>,
     /// Deduplicated by cgroup id, in file order.
     pub cgroups: Vec<CgroupRef>,
+    /// `None`: any request on the connection. `Some`: exactly these.
+    pub http: Option<Vec<HttpRule>>,
 }
 
 /// A rule's executable: the path as written (absolute) and the identity of

@@ -125,6 +125,7 @@ users = [0]
             ],
             ports: Some(vec![80]),
             mode: Mode::Enforce,
+            require_imdsv2: false,
         }
     );
     assert_eq!(p.endpoints[3].preset.as_deref(), Some("gcp"));
@@ -140,6 +141,7 @@ users = [0]
             ],
             ports: Some(vec![80, 8080]),
             mode: Mode::Audit,
+            require_imdsv2: false,
         }
     );
     assert_eq!(p.rules.len(), 2);
@@ -161,7 +163,8 @@ users = [0]
             exe: None,
             users: vec![0],
             groups: vec![],
-            cgroups: vec![]
+            cgroups: vec![],
+            http: None,
         }
     );
     assert_eq!(p.exe_paths(), vec![exe_path.clone()]);
@@ -350,8 +353,8 @@ fn unknown_keys_everywhere() {
         [
             "p.toml:1:1: unknown key `inclde` in the top level: expected one of mode, include, guard, endpoint, allow, events",
             "p.toml:3:1: unknown key `user` in [guard]: expected one of users, cgroups",
-            "p.toml:7:1: unknown key `port` in [[endpoint]]: expected one of name, addresses, ports, mode",
-            "p.toml:11:1: unknown key `exec` in [[allow]]: expected one of name, endpoints, exe, users, groups, cgroups",
+            "p.toml:7:1: unknown key `port` in [[endpoint]]: expected one of name, addresses, ports, mode, require_imdsv2",
+            "p.toml:11:1: unknown key `exec` in [[allow]]: expected one of name, endpoints, exe, users, groups, cgroups, http",
         ]
     );
 }
@@ -645,7 +648,7 @@ name = "nothing"
             "p.toml:2:19: unknown preset `nimbus`: known presets are aws, gcp, azure, alibaba, oracle, openstack",
             "p.toml:5:14: `10.0.0.1/8` has host bits set: write 10.0.0.0/8 for the network, or 10.0.0.1/32 for the single address",
             "p.toml:6:10: port 0 is not a valid port: use 1 to 65535, or remove `ports` to cover every port",
-            "p.toml:7:1: unknown key `colour` in [[endpoint]]: expected one of name, addresses, ports, mode",
+            "p.toml:7:1: unknown key `colour` in [[endpoint]]: expected one of name, addresses, ports, mode, require_imdsv2",
             "p.toml:10:21: unknown endpoint `ghost`: known endpoints are aws-ecs-task-metadata, aws-eks-pod-identity, aws-imds, svc",
             "p.toml:11:7: exe `relative/path` is not an absolute path: write the full path, starting with /",
             "p.toml:12:10: unknown user `no-such-user-mg`: no such user on this host; create it or give a numeric uid",
@@ -785,4 +788,62 @@ async fn watcher_follows_symlinks() {
     std::fs::rename(&staged, &target).unwrap();
     // Reported under the path the policy wrote.
     expect_path(&mut rx, &link).await;
+}
+
+#[test]
+fn http_rules_and_imdsv2() {
+    let src = format!(
+        "{EP}require_imdsv2 = true\n[[allow]]\nname = \"web\"\nusers = [0]\nhttp = [\n  {{ method = \"PUT\", path = \"/latest/api/token\" }},\n  {{ method = \"GET\", path = \"/latest/meta-data/instance-id\", require_headers = [\"X-aws-ec2-metadata-token\"] }},\n  {{ method = \"GET\", path = \"/latest/meta-data/placement/*\" }},\n]\n"
+    );
+    let p = parse(&src).unwrap();
+    assert!(p.endpoints[0].require_imdsv2);
+    let http = p.rules[0].http.as_ref().unwrap();
+    assert_eq!(http.len(), 3);
+    assert_eq!(
+        http[1],
+        HttpRule {
+            method: "GET".into(),
+            path: "/latest/meta-data/instance-id".into(),
+            wildcard: false,
+            require_headers: vec!["x-aws-ec2-metadata-token".into()],
+        }
+    );
+    assert_eq!(http[2].path, "/latest/meta-data/placement/");
+    assert!(http[2].wildcard);
+}
+
+#[test]
+fn http_rule_errors() {
+    let rule = |http: &str| format!("{EP}[[allow]]\nname = \"r\"\nusers = [0]\nhttp = {http}\n");
+    let e = errors(&rule("[]"));
+    assert!(e[0].contains("`http` is empty"), "{e:?}");
+    let e = errors(&rule("[{ method = \"GET\" }]"));
+    assert!(e[0].contains("needs both `method` and `path`"), "{e:?}");
+    let e = errors(&rule("[{ method = \"G T\", path = \"/\" }]"));
+    assert!(e[0].contains("is not an HTTP method"), "{e:?}");
+    let e = errors(&rule("[{ method = \"GET\", path = \"/a//b\" }]"));
+    assert!(
+        e[0].contains("not in canonical form: write `/a/b`"),
+        "{e:?}"
+    );
+    let e = errors(&rule("[{ method = \"GET\", path = \"/a/%2Fb\" }]"));
+    assert!(e[0].contains("cannot be matched: encoded-slash"), "{e:?}");
+    let e = errors(&rule(
+        "[{ method = \"GET\", path = \"/a\" }, { method = \"GET\", path = \"/a\" }]",
+    ));
+    assert!(e[0].contains("duplicate `http` entry for GET /a"), "{e:?}");
+    let e = errors(&rule("[{ method = \"GET\", path = \"/a\", verb = 1 }]"));
+    assert!(
+        e[0].contains("unknown key `verb` in an `http` entry"),
+        "{e:?}"
+    );
+    let e = errors(&rule(
+        "[{ method = \"GET\", path = \"/a\", require_headers = [\"a b\"] }]",
+    ));
+    assert!(e[0].contains("`a b` is not a header name"), "{e:?}");
+    let e = errors(&format!("{EP}require_imdsv2 = \"yes\"\n"));
+    assert!(
+        e[0].contains("`require_imdsv2` must be true or false"),
+        "{e:?}"
+    );
 }

@@ -19,7 +19,7 @@ pub(crate) enum Value {
     String(String),
     Integer(i64),
     Float,
-    Boolean,
+    Boolean(bool),
     Datetime,
     Array(Vec<Node>),
     Table(Vec<Entry>),
@@ -39,7 +39,7 @@ impl Value {
             Value::String(_) => "a string",
             Value::Integer(_) => "an integer",
             Value::Float => "a float",
-            Value::Boolean => "a boolean",
+            Value::Boolean(_) => "a boolean",
             Value::Datetime => "a date-time",
             Value::Array(_) => "an array",
             Value::Table(_) => "a table",
@@ -252,8 +252,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
         f.write_str("a TOML value")
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
-        Ok(Value::Boolean)
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(v))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {

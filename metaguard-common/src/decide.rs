@@ -3,7 +3,7 @@
 use crate::{
     maps::{
         Config, ExeEntry, Protected, SubjectEntry, CONFIG_ENFORCE, CONFIG_GUARD_ALL,
-        EXE_CHECK_GENERATION, PROTECTED_AUDIT,
+        EXE_CHECK_GENERATION, PROTECTED_AUDIT, PROTECTED_IMDSV2,
     },
     ruleset::RuleSet,
 };
@@ -45,6 +45,14 @@ pub enum Reason {
     Untagged = 4,
     /// Egress backstop: the packet's socket could not be inspected.
     NoSocket = 5,
+    /// A request on an allowed connection that no `http` entry of the
+    /// caller's rules allows (or whose required headers are missing).
+    HttpNoRule = 6,
+    /// A request the HTTP checker refused (the event names the check).
+    HttpRejected = 7,
+    /// A request without the IMDSv2 session token to an endpoint that
+    /// requires it.
+    Imdsv1 = 8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +121,52 @@ pub fn decide(cfg: &Config, dest: &Protected, s: &Subject) -> Verdict {
         None => Verdict {
             action: refusal(cfg, dest),
             reason: Reason::NoRule,
+            rule: None,
+        },
+    }
+}
+
+/// The verdict on one parsed request on a connection to `dest`, for a caller
+/// whose rules for `dest` are `allowed` (identity already checked: empty
+/// means the sender was refused before any byte was parsed).
+/// `http_allowed`: rules with an `http` entry matching the request (method,
+/// path, and required headers present); `token`: the IMDSv2 session token
+/// header is present.
+#[inline(always)]
+pub fn http_request(
+    cfg: &Config,
+    dest: &Protected,
+    guarded: bool,
+    allowed: &RuleSet,
+    http_allowed: &RuleSet,
+    token: bool,
+) -> Verdict {
+    if !guarded {
+        return Verdict {
+            action: Action::Allow,
+            reason: Reason::Unguarded,
+            rule: None,
+        };
+    }
+    if dest.flags & PROTECTED_IMDSV2 != 0 && !token {
+        return Verdict {
+            action: refusal(cfg, dest),
+            reason: Reason::Imdsv1,
+            rule: None,
+        };
+    }
+    // Rules without an `http` list allow any request; the others only theirs.
+    let any_request = allowed.and(&cfg.http_rules.not());
+    let by_request = allowed.and(&cfg.http_rules).and(http_allowed);
+    match any_request.first().or_else(|| by_request.first()) {
+        Some(rule) => Verdict {
+            action: Action::Allow,
+            reason: Reason::RuleMatched,
+            rule: Some(rule),
+        },
+        None => Verdict {
+            action: refusal(cfg, dest),
+            reason: Reason::HttpNoRule,
             rule: None,
         },
     }

@@ -84,7 +84,29 @@ pub struct Event {
     pub comm: [u8; COMM_LEN],
     /// Final path component of the running executable, as the kernel names it.
     pub exe_name: [u8; EXE_NAME_LEN],
+    /// Request events (`EVENT_REQUEST`): the connection's socket cookie.
+    pub cookie: u64,
+    /// Request events: the method as sent, NUL-padded.
+    pub method: [u8; 16],
+    /// Request events: the canonical target, truncated to `EVENT_PATH_LEN`.
+    pub path: [u8; EVENT_PATH_LEN],
+    /// Request events: the `http::Reject` number of a refused request.
+    pub http_check: u8,
+    /// Request events: `IMDS_V1` / `IMDS_V2` (the session token header
+    /// absent / present) for requests to endpoints that classify them.
+    pub imds: u8,
+    pub method_len: u8,
+    pub _pad2: u8,
+    /// Request events: the canonical target's full length.
+    pub path_len: u16,
+    pub _pad3: [u8; 2],
 }
+
+/// `Event::flags`: a per-request decision (HTTP), not a connect-level one.
+pub const EVENT_REQUEST: u8 = 8;
+pub const EVENT_PATH_LEN: usize = crate::http::EVENT_TARGET;
+pub const IMDS_V1: u8 = 1;
+pub const IMDS_V2: u8 = 2;
 
 /// What makes two decisions "the same": the caller (process, executable,
 /// user, group, cgroup), the destination, the hook and the policy generation.

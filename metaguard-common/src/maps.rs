@@ -30,7 +30,7 @@ pub mod names {
     pub const SOCK_TAGS: &str = "SOCK_TAGS";
     pub const AGGREGATES: &str = "AGGREGATES";
     pub const HTTP_RULES: &str = "HTTP_RULES";
-    pub const HEADERS: &str = "HEADERS";
+    pub const HTTP_CONNS: &str = "HTTP_CONNS";
     pub const OFFSETS: &str = "OFFSETS";
     pub const PROTECTED_SOCKS: &str = "PROTECTED_SOCKS";
     pub const HTTP_TABLE: &str = "HTTP_TABLE";
@@ -89,6 +89,9 @@ pub const PROTECTED_AUDIT: u32 = 1;
 /// `Protected::flags`: requests without the IMDSv2 session token header are
 /// denied (`require_imdsv2` on an endpoint covering the destination).
 pub const PROTECTED_IMDSV2: u32 = 2;
+/// `Protected::flags`: every request is parsed and reported, even under
+/// rules without `http` lists (AWS endpoints, for IMDSv1 detection).
+pub const PROTECTED_INSPECT: u32 = 4;
 
 /// What is protected at a destination.
 #[repr(C)]
@@ -167,15 +170,39 @@ pub struct Config {
     /// Rules with an `http` list: on their connections each request must
     /// match an `HTTP_RULES` entry of the rule.
     pub http_rules: RuleSet,
+    /// The `HTTP_RULES` scopes in use (required-header sets); the first
+    /// `http_scope_count` are valid.
+    pub http_scopes: [u16; MAX_HTTP_SCOPES],
+    pub http_scope_count: u32,
+    /// Non-zero when some `http` entry is a wildcard (prefix lookups needed).
+    pub http_wildcards: u32,
 }
 
-/// Value of `HTTP_RULES` (key: `http::HttpKey` with `scope` = rule index).
+/// Value of `HTTP_RULES`. The key is an `http::HttpKey` whose `scope` is
+/// the set of headers (bits of `http::HeaderTable`) the entry requires, so
+/// the kernel looks up only the scopes a request's headers satisfy (listed
+/// in `Config::http_scopes`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HttpAllow {
-    /// Bits of `http::HeaderTable` entries the request must carry.
-    pub required_headers: u16,
-    pub _pad: [u8; 6],
+    /// Rules with this request among their `http` entries.
+    pub rules: RuleSet,
+}
+
+/// Distinct `require_headers` sets a policy may use.
+pub const MAX_HTTP_SCOPES: usize = 8;
+
+/// Value of `HTTP_CONNS` (socket-local storage): where the connection is in
+/// its request stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnState {
+    /// Body bytes of an allowed request still to come.
+    pub body_remaining: u32,
+    pub _pad: u32,
+    /// The connection's id in events: the sock_ops socket cookie, written
+    /// when the connection is established.
+    pub id: u64,
 }
 
 /// Capacity of `HTTP_RULES`.

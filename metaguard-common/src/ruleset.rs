@@ -46,6 +46,19 @@ impl RuleSet {
         r
     }
 
+    /// Every rule not in `self` (bits past the last rule included: callers
+    /// intersect with real rule sets).
+    #[inline(always)]
+    pub fn not(&self) -> RuleSet {
+        let mut r = RuleSet::EMPTY;
+        let mut i = 0;
+        while i < RULE_WORDS {
+            r.words[i] = !self.words[i];
+            i += 1;
+        }
+        r
+    }
+
     #[inline(always)]
     pub fn or(&self, o: &RuleSet) -> RuleSet {
         let mut r = RuleSet::EMPTY;

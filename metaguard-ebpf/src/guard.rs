@@ -8,6 +8,7 @@ use aya_ebpf::{
 use metaguard_common::{
     addr::{self, port_from_user_port},
     decide::{self, Action, Subject},
+    ruleset::RuleSet,
     event::{AggCount, AggKey, Hook, EVENT_NO_EXE, NONE_U16},
     maps::{
         Config, DestKey, PortKey, Protected, SockTag, CONFIG_GROUPS, CONFIG_UIDS, PORT_ANY,
@@ -17,8 +18,10 @@ use metaguard_common::{
 
 use crate::{
     emit::window,
-    identity::{cgroup_match, current_exe, exe_name, supplementary_rules, Exe},
-    maps::{prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, PORTS, PREFIXES, SOCK_TAGS, UIDS},
+    identity::{cgroup_match, current_exe, exe_name, supplementary_rules, Exe, ExeFile},
+    maps::{
+        prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, PORTS, PREFIXES, SENDERS, SOCK_TAGS, UIDS,
+    },
 };
 
 const ALLOW: i32 = 1;
@@ -187,6 +190,118 @@ pub fn decide_current(
         });
     }
     passes
+}
+
+/// The sending task on a protected connection, decided like a connect but
+/// keeping what per-request checks need: every rule the caller satisfies
+/// for the destination, and the identity for events. Kept in a per-CPU map
+/// (`SENDERS`): the stack cannot hold it next to the HTTP checker's frames.
+#[repr(C)]
+pub struct SenderInfo {
+    pub agg: AggKey,
+    pub verdict: AggCount,
+    pub allowed: RuleSet,
+    pub exe: ExeFile,
+    pub tid: u32,
+    pub guarded: u32,
+}
+
+pub struct Sender {
+    pub cfg: &'static Config,
+    pub dest: &'static Protected,
+    pub info: &'static SenderInfo,
+}
+
+/// `None` when `key`:`port` is not protected or no policy is loaded (callers
+/// that know the destination is protected refuse then). Not inlined: its
+/// temporaries live in a frame of their own, beside the HTTP checker's.
+#[inline(never)]
+pub fn sender(key: [u8; 16], port: u16, protocol: u16, hook: Hook) -> Option<Sender> {
+    let dest = protected_at(key, port)?;
+    let cfg = CONFIG.get(0)?;
+    let info = SENDERS.get_ptr_mut(0)?;
+    let info = unsafe { &mut *info };
+    let uid_gid = bpf_get_current_uid_gid();
+    let (uid, gid) = (uid_gid as u32, (uid_gid >> 32) as u32);
+    let exe = current_exe();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let cg = cgroup_match(cfg, None);
+    let uid_entry = if cfg.flags & CONFIG_UIDS != 0 {
+        unsafe { UIDS.get(&uid) }
+    } else {
+        None
+    };
+    let subject = Subject {
+        exe_generation: exe.as_ref().map(|e| e.generation),
+        exe: exe.as_ref().and_then(|e| unsafe { EXES.get(&e.key) }),
+        uid: uid_entry,
+        gid: if cfg.flags & CONFIG_GROUPS != 0 {
+            unsafe { GIDS.get(&gid) }
+        } else {
+            None
+        },
+        groups_rules: supplementary_rules(cfg),
+        cgroup_guard: cg.guard,
+        cgroup_rules: cg.rules,
+    };
+    // Written in place: the frame stays small.
+    info.guarded = decide::is_guarded(cfg, uid_entry, cg.guard) as u32;
+    info.allowed = decide::matching_rules(cfg, &subject).and(&dest.rules);
+    let rule = info.allowed.first();
+    info.verdict.rule = rule.unwrap_or(NONE_U16);
+    info.verdict.endpoint = dest.endpoint as u16;
+    let (action, reason) = if info.guarded == 0 {
+        (Action::Allow, decide::Reason::Unguarded)
+    } else if rule.is_some() {
+        (Action::Allow, decide::Reason::RuleMatched)
+    } else {
+        (decide::refusal(cfg, dest), decide::Reason::NoRule)
+    };
+    info.verdict.action = action as u8;
+    info.verdict.reason = reason as u8;
+    let a = &mut info.agg;
+    a.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    a.exe_ino = exe.as_ref().map_or(0, |e| e.key.ino);
+    a.exe_dev = exe.as_ref().map_or(0, |e| e.key.dev);
+    a.exe_generation = exe.as_ref().map_or(0, |e| e.generation);
+    a.pid = (pid_tgid >> 32) as u32;
+    a.uid = uid;
+    a.gid = gid;
+    a.policy_generation = cfg.generation;
+    a.daddr = key;
+    a.dport = port;
+    a.protocol = protocol;
+    a.hook = hook as u8;
+    a.flags = if exe.is_some() { 0 } else { EVENT_NO_EXE };
+    a._pad = [0; 2];
+    info.exe = ExeFile::of(exe.as_ref());
+    info.tid = pid_tgid as u32;
+    Some(Sender { cfg, dest, info })
+}
+
+impl Sender {
+    pub fn guarded(&self) -> bool {
+        self.info.guarded != 0
+    }
+
+    /// Reports the connect-level verdict (refused senders), aggregated.
+    #[inline(never)]
+    pub fn report(&self) {
+        let w = window(self.cfg, &self.info.agg);
+        if w.open && same_verdict(&w.last, &self.info.verdict) {
+            w.count_repeat();
+        } else {
+            w.report(self.cfg, &self.info.agg, &self.info.verdict, |ev| self.fill(ev));
+        }
+    }
+
+    /// The event fields that are not in the aggregation key.
+    #[inline(always)]
+    pub fn fill(&self, ev: &mut metaguard_common::event::Event) {
+        ev.tid = self.info.tid;
+        self.info.exe.name_into(&mut ev.exe_name);
+        ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
 }
 
 /// The full decision: which rules the caller's identity satisfies.

@@ -1,25 +1,56 @@
-//! Prototype: the shared HTTP request checker run over what a sender writes
-//! to a protected TCP socket. Up to `HTTP_WINDOW` bytes of each message are
-//! made linear with `bpf_msg_pull_data` and fed to [`HttpParser`] one byte at
-//! a time from a `bpf_loop` callback; a rejected request drops the message.
+//! Per-request checks on connections to protected endpoints (sk_msg): each
+//! HTTP/1.x request a sender writes is parsed with the shared checker
+//! ([`HttpParser`], one byte per `bpf_loop` step), matched against the
+//! `http` entries of the sender's rules, and passed or dropped before any of
+//! its bytes leave the host.
 //!
-//! Limits of this slice: the parser state is per-CPU scratch, reset for each
-//! message, so a request must arrive in one send (a request split over
-//! several sends, or a body sent separately, is parsed from the start and
-//! refused); no rule matching yet, only the checker's own rejections.
+//! Message boundaries: a request whose header block is not complete yet is
+//! corked (`bpf_msg_cork_bytes`): the kernel holds the bytes and runs this
+//! again on everything gathered, so a request split over many sends is
+//! judged whole. An allowed request passes exactly its own bytes
+//! (`bpf_msg_apply_bytes`): the rest of the message, a pipelined request, is
+//! judged next. A body sent separately passes by the count of
+//! Content-Length, kept per connection in `HTTP_CONNS`.
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::sk_msg_md,
-    helpers::generated::{bpf_loop, bpf_msg_pull_data},
+    bindings::{sk_msg_md, BPF_SK_STORAGE_GET_F_CREATE},
+    helpers::generated::{
+        bpf_loop, bpf_msg_apply_bytes, bpf_msg_cork_bytes, bpf_msg_pull_data, bpf_sk_storage_get,
+    },
     programs::SkMsgContext,
 };
-use metaguard_common::http::{HeaderTable, HttpParser, Step};
+use metaguard_common::{
+    decide::{self, Action, Reason},
+    event::{AggCount, Event, EVENT_REQUEST, IMDS_V1, IMDS_V2, NONE_U16},
+    http::{HeaderTable, HttpKey, HttpParser, Reject, Step, MAX_HEADER_BLOCK, TOKEN_ENTRY},
+    maps::{ConnState, MAX_HTTP_SCOPES, PROTECTED_INSPECT},
+    ruleset::RuleSet,
+};
 
-use crate::maps::{HTTP_STATE, HTTP_TABLE};
+use crate::{
+    emit::emit,
+    guard::Sender,
+    maps::{HTTP_CONNS, HTTP_RULES, HTTP_STATE, HTTP_TABLE},
+};
 
-/// Bytes of a message the checker reads; a power of two for masking.
-pub const HTTP_WINDOW: u32 = 4096;
+/// Bytes of a message the checker reads: a header block is at most
+/// `MAX_HEADER_BLOCK`; a power of two for masking.
+const HTTP_WINDOW: u32 = 8192;
+const _: () = assert!(HTTP_WINDOW as usize >= MAX_HEADER_BLOCK as usize + 1);
+
+pub const PASS: u32 = aya_ebpf::bindings::sk_action::SK_PASS;
+pub const DROP: u32 = aya_ebpf::bindings::sk_action::SK_DROP;
+
+/// Per-CPU scratch of one message's check (too big for the stack).
+#[repr(C)]
+pub struct Scratch {
+    pub parser: HttpParser,
+    pub key: HttpKey,
+    /// Rules with an `http` entry matching the request, gathered by the
+    /// lookup callbacks.
+    pub rules: RuleSet,
+}
 
 /// What the loop callback needs; lives on the program's stack.
 #[repr(C)]
@@ -30,6 +61,7 @@ struct Feed {
     table: *const HeaderTable,
     /// 0: not refused; else the `Reject` number.
     reject: u32,
+    complete: u32,
 }
 
 /// `bpf_loop` callback: feeds byte `i`; returns 1 to stop (end of data,
@@ -47,32 +79,95 @@ extern "C" fn feed_byte(i: u64, ctx: *mut c_void) -> i64 {
             f.reject = r as u32;
             1
         }
-        Step::Complete => 1,
+        Step::Complete => {
+            f.complete = 1;
+            1
+        }
         _ => 0,
     }
 }
 
-/// The checker's verdict on the message: `Some(reject)` when refused.
+/// What the prefix lookups need.
+#[repr(C)]
+struct Prefixes {
+    scratch: *mut Scratch,
+    scope: u32,
+}
+
+/// `bpf_loop` callback: looks up the path cut at boundary `i`.
+#[inline(never)]
+extern "C" fn lookup_prefix(i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut Prefixes) };
+    let sc = unsafe { &mut *c.scratch };
+    if !sc.parser.fill_prefix(c.scope, i as u8, &mut sc.key) {
+        return 1;
+    }
+    if let Some(v) = unsafe { HTTP_RULES.get(&sc.key) } {
+        sc.rules = sc.rules.or(&v.rules);
+    }
+    0
+}
+
+/// Whether requests on this connection are checked or reported: the sender
+/// has only rules with `http` lists here, or the endpoint inspects requests
+/// (IMDSv2 required, or AWS endpoints classifying IMDSv1).
 #[inline(always)]
-pub fn check(ctx: &SkMsgContext) -> Option<u32> {
+pub fn wanted(s: &Sender) -> bool {
+    let any_request = s.info.allowed.and(&s.cfg.http_rules.not());
+    (s.guarded() && any_request.first().is_none())
+        || s.dest.flags & (PROTECTED_INSPECT | metaguard_common::maps::PROTECTED_IMDSV2) != 0
+}
+
+/// The verdict on the message (`PASS` / `DROP`). Not inlined: a frame of
+/// its own, beside the sender decision's.
+#[inline(never)]
+pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
     let msg: *mut sk_msg_md = ctx.msg;
     let size = ctx.size();
-    let n = if size < HTTP_WINDOW {
-        size
-    } else {
-        HTTP_WINDOW
-    };
-    if n == 0 {
-        return None;
+    if size == 0 {
+        return PASS;
     }
+    // The connection's state, created zeroed on its first message.
+    let st = unsafe {
+        let sk = (*msg).__bindgen_anon_3.sk;
+        if sk.is_null() {
+            return DROP;
+        }
+        bpf_sk_storage_get(
+            core::ptr::addr_of!(HTTP_CONNS) as *mut c_void,
+            sk.cast(),
+            core::ptr::null_mut(),
+            BPF_SK_STORAGE_GET_F_CREATE as u64,
+        ) as *mut ConnState
+    };
+    if st.is_null() {
+        return DROP;
+    }
+    let cookie = unsafe { (*st).id };
+    // Body bytes of an allowed request pass by count.
+    {
+        let left = unsafe { (*st).body_remaining };
+        if left > 0 {
+            if size <= left {
+                unsafe { (*st).body_remaining = left - size };
+            } else {
+                unsafe {
+                    (*st).body_remaining = 0;
+                    bpf_msg_apply_bytes(msg, left);
+                }
+            }
+            return PASS;
+        }
+    }
+    let n = if size < HTTP_WINDOW { size } else { HTTP_WINDOW };
     if unsafe { bpf_msg_pull_data(msg, 0, n, 0) } != 0 {
-        // Could not linearise: refuse rather than pass unchecked bytes.
-        return Some(metaguard_common::http::Reject::BadState as u32);
+        // Could not make the bytes readable: refuse rather than pass them.
+        return refuse(s, cookie, None, Reject::BadState as u8);
     }
-    let parser = HTTP_STATE.get_ptr_mut(0)?;
-    let Some(table) = HTTP_TABLE.get(0) else {
-        return Some(metaguard_common::http::Reject::BadState as u32);
+    let (Some(sc), Some(table)) = (HTTP_STATE.get_ptr_mut(0), HTTP_TABLE.get(0)) else {
+        return DROP;
     };
+    let parser = unsafe { core::ptr::addr_of_mut!((*sc).parser) };
     unsafe { core::ptr::write_bytes(parser, 0, 1) };
     let mut f = Feed {
         data: ctx.data(),
@@ -80,14 +175,171 @@ pub fn check(ctx: &SkMsgContext) -> Option<u32> {
         parser,
         table,
         reject: 0,
+        complete: 0,
+    };
+    unsafe { bpf_loop(n, feed_byte as *mut c_void, &mut f as *mut Feed as *mut c_void, 0) };
+    let parser = unsafe { &*parser };
+    if f.reject != 0 {
+        return refuse(s, cookie, Some(parser), f.reject as u8);
+    }
+    if f.complete == 0 {
+        // Wait for at least one more byte, then judge everything gathered.
+        // (The parser refuses header blocks over MAX_HEADER_BLOCK itself.)
+        unsafe { bpf_msg_cork_bytes(msg, size + 1) };
+        return PASS;
+    }
+    let seen = parser.headers_seen();
+    let token = seen & (1 << TOKEN_ENTRY) != 0;
+    matching_entries(s.cfg, sc, seen);
+    let http_allowed = unsafe { &(*sc).rules };
+    let v = decide::http_request(s.cfg, s.dest, s.guarded(), &s.info.allowed, http_allowed, token);
+    let o = Outcome {
+        cookie,
+        verdict: AggCount {
+            rule: v.rule.unwrap_or(NONE_U16),
+            endpoint: s.dest.endpoint as u16,
+            action: v.action as u8,
+            reason: v.reason as u8,
+            ..Default::default()
+        },
+        check: 0,
+    };
+    report(s, &o, Some(parser));
+    if v.action == Action::Deny {
+        return DROP;
+    }
+    let request = parser.header_block_len() as u32 + parser.content_length();
+    if size > request {
+        // A pipelined request follows: judged on its own.
+        unsafe { bpf_msg_apply_bytes(msg, request) };
+    } else if size < request {
+        unsafe { (*st).body_remaining = request - size };
+    }
+    PASS
+}
+
+/// What the scope lookups need.
+#[repr(C)]
+struct Scopes {
+    cfg: *const metaguard_common::maps::Config,
+    scratch: *mut Scratch,
+    seen: u32,
+}
+
+/// `bpf_loop` callback: the exact key, then (when the policy has wildcards)
+/// every prefix, in scope `i` if the request carries its required headers.
+#[inline(never)]
+extern "C" fn lookup_scope(i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut Scopes) };
+    let cfg = unsafe { &*c.cfg };
+    let i = i as usize & (MAX_HTTP_SCOPES - 1);
+    if i as u32 >= cfg.http_scope_count {
+        return 1;
+    }
+    let scope = cfg.http_scopes[i];
+    if scope as u32 & !c.seen != 0 {
+        return 0;
+    }
+    let sc = unsafe { &mut *c.scratch };
+    sc.parser.fill_exact(scope as u32, &mut sc.key);
+    if let Some(v) = unsafe { HTTP_RULES.get(&sc.key) } {
+        sc.rules = sc.rules.or(&v.rules);
+    }
+    if cfg.http_wildcards != 0 {
+        let mut p = Prefixes {
+            scratch: c.scratch,
+            scope: scope as u32,
+        };
+        unsafe {
+            bpf_loop(
+                metaguard_common::http::MAX_DEPTH as u32,
+                lookup_prefix as *mut c_void,
+                &mut p as *mut Prefixes as *mut c_void,
+                0,
+            )
+        };
+    }
+    0
+}
+
+/// Rules with an `http` entry matching the request (left in `sc.rules`).
+#[inline(never)]
+fn matching_entries(cfg: &metaguard_common::maps::Config, sc: *mut Scratch, seen: u16) {
+    unsafe { (*sc).rules = RuleSet::EMPTY };
+    let mut c = Scopes {
+        cfg,
+        scratch: sc,
+        seen: seen as u32,
     };
     unsafe {
         bpf_loop(
-            n,
-            feed_byte as *mut c_void,
-            &mut f as *mut Feed as *mut c_void,
+            MAX_HTTP_SCOPES as u32,
+            lookup_scope as *mut c_void,
+            &mut c as *mut Scopes as *mut c_void,
             0,
         )
     };
-    (f.reject != 0).then_some(f.reject)
+}
+
+/// A request the checker refused: reported, dropped unless audited.
+#[inline(never)]
+fn refuse(s: &Sender, cookie: u64, parser: Option<&HttpParser>, check: u8) -> u32 {
+    let action = if s.guarded() {
+        decide::refusal(s.cfg, s.dest)
+    } else {
+        Action::Allow
+    };
+    let o = Outcome {
+        cookie,
+        verdict: AggCount {
+            rule: NONE_U16,
+            endpoint: s.dest.endpoint as u16,
+            action: action as u8,
+            reason: Reason::HttpRejected as u8,
+            ..Default::default()
+        },
+        check,
+    };
+    report(s, &o, parser);
+    if action == Action::Deny {
+        DROP
+    } else {
+        PASS
+    }
+}
+
+/// A request's outcome, for its event.
+struct Outcome {
+    cookie: u64,
+    verdict: AggCount,
+    /// `Reject` number when the checker refused the request.
+    check: u8,
+}
+
+/// One event per request: method and canonical target, never header values.
+#[inline(never)]
+fn report(s: &Sender, o: &Outcome, parser: Option<&HttpParser>) {
+    let (cookie, verdict, check) = (o.cookie, &o.verdict, o.check);
+    emit(|ev: &mut Event| {
+        ev.set_key(&s.info.agg);
+        ev.set_verdict(verdict);
+        s.fill(ev);
+        ev.flags |= EVENT_REQUEST;
+        ev.cookie = cookie;
+        ev.http_check = check;
+        if let Some(p) = parser {
+            let (method, method_len, path, path_len) = p.event_fields();
+            ev.method = *method;
+            ev.method_len = method_len;
+            ev.path = *path;
+            ev.path_len = path_len;
+            if s.dest.flags & PROTECTED_INSPECT != 0 && p.is_complete() {
+                ev.imds = if p.headers_seen() & (1 << TOKEN_ENTRY) != 0 {
+                    IMDS_V2
+                } else {
+                    IMDS_V1
+                };
+            }
+        }
+    });
 }

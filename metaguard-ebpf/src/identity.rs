@@ -69,13 +69,59 @@ pub fn current_exe() -> Option<Exe> {
     }
 }
 
+/// The image's `struct file`, kept to name it in events later (0: none).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExeFile(u64);
+
+impl ExeFile {
+    #[inline(always)]
+    pub fn of(exe: Option<&Exe>) -> ExeFile {
+        ExeFile(exe.map_or(0, |e| e.file))
+    }
+
+    /// Kept in a map, the pointer is a plain number to the verifier: read
+    /// through it with probe reads.
+    #[inline(always)]
+    pub fn name_into(&self, name: &mut [u8; EXE_NAME_LEN]) {
+        if self.0 == 0 {
+            return;
+        }
+        let o = offsets();
+        unsafe {
+            let mut dentry = 0u64;
+            let mut s = 0u64;
+            if bpf_probe_read_kernel(
+                (&mut dentry as *mut u64).cast(),
+                8,
+                (self.0 + o.file_dentry as u64) as *const _,
+            ) != 0
+                || dentry == 0
+                || bpf_probe_read_kernel(
+                    (&mut s as *mut u64).cast(),
+                    8,
+                    (dentry + o.dentry_name as u64) as *const _,
+                ) != 0
+            {
+                return;
+            }
+            bpf_probe_read_kernel_str(name.as_mut_ptr().cast(), EXE_NAME_LEN as u32, s as *const _);
+        }
+    }
+}
+
 /// Copies the executable's file name (as the kernel names it) into `name`:
 /// only for events, which are rarer than decisions.
 #[inline(always)]
 pub fn exe_name(exe: &Exe, name: &mut [u8; EXE_NAME_LEN]) {
+    file_name(exe.file, name)
+}
+
+#[inline(always)]
+fn file_name(file: u64, name: &mut [u8; EXE_NAME_LEN]) {
     let o = offsets();
     unsafe {
-        let dentry: u64 = field(exe.file, o.file_dentry);
+        let dentry: u64 = field(file, o.file_dentry);
         if dentry != 0 {
             let s: u64 = field(dentry, o.dentry_name);
             bpf_probe_read_kernel_str(name.as_mut_ptr().cast(), EXE_NAME_LEN as u32, s as *const _);

@@ -3,17 +3,17 @@
 use aya_ebpf::{
     btf_maps::{
         lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
-        SockHash,
+        SkStorage, SockHash,
     },
     macros::btf_map,
 };
 use metaguard_common::{
     addr::{prefilter_index, PREFILTER_BUCKETS},
     event::{AggCount, AggKey, Event},
-    http::{HeaderTable, HttpParser},
+    http::{HeaderTable, HttpKey},
     maps::{
-        Config, DestKey, ExeEntry, ExeKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry,
-        MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS,
+        Config, ConnState, DestKey, ExeEntry, ExeKey, HttpAllow, PortKey, PrefixInfo, Protected,
+        SockTag, SubjectEntry, MAX_HTTP_RULES, MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS,
         MAX_SOCK_TAGS, MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
@@ -79,13 +79,27 @@ pub static SOCK_TAGS: LruHashMap<u64, SockTag, { MAX_SOCK_TAGS as usize }> = Lru
 #[btf_map]
 pub static PROTECTED_SOCKS: SockHash<u64, { MAX_PROTECTED_SOCKS as usize }> = SockHash::new();
 
-/// HTTP checker state (prototype: per-CPU scratch, reset per message).
+/// HTTP checker scratch state: per CPU, reset for each message (a request's
+/// bytes are gathered by corking, so each run parses it whole).
 #[btf_map]
-pub static HTTP_STATE: PerCpuArray<HttpParser, 1> = PerCpuArray::new();
+pub static HTTP_STATE: PerCpuArray<crate::http::Scratch, 1> = PerCpuArray::new();
 
 /// Header names the HTTP checker tracks; written by the daemon.
 #[btf_map]
 pub static HTTP_TABLE: Array<HeaderTable, 1> = Array::new();
+
+/// The sender being judged on a protected connection (per-CPU scratch).
+#[btf_map]
+pub static SENDERS: PerCpuArray<crate::guard::SenderInfo, 1> = PerCpuArray::new();
+
+/// Requests the policy's `http` entries allow, by key.
+#[btf_map]
+pub static HTTP_RULES: HashMap<HttpKey, HttpAllow, { MAX_HTTP_RULES as usize }> = HashMap::new();
+
+/// Per-connection request-stream state (socket-local storage: it lives and
+/// dies with the socket, so a reused address pair never inherits it).
+#[btf_map]
+pub static HTTP_CONNS: SkStorage<ConnState> = SkStorage::new();
 
 /// Set by the daemon at load time from the kernel's BTF.
 #[unsafe(no_mangle)]

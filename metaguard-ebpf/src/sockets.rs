@@ -9,19 +9,23 @@
 //! its sends fail (EACCES) and nothing reaches the service.
 use aya_ebpf::{
     bindings::{
-        sk_action::SK_DROP, sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        sk_action::SK_DROP, sk_action::SK_PASS, BPF_ANY, BPF_SK_STORAGE_GET_F_CREATE,
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
     },
-    helpers::generated::bpf_get_socket_cookie,
+    helpers::generated::{bpf_get_socket_cookie, bpf_sk_storage_get},
     programs::{SkMsgContext, SockOpsContext},
 };
 use metaguard_common::{
     addr::{key_from_v4_raw, key_from_v6_raw, port_from_remote_port},
+    decide::Action,
     event::Hook,
+    maps::ConnState,
 };
 
 use crate::{
-    guard::{decide_current, protected_at},
-    maps::PROTECTED_SOCKS,
+    guard::{protected_at, sender},
+    http,
+    maps::{HTTP_CONNS, PROTECTED_SOCKS},
 };
 
 const AF_INET: u32 = 2;
@@ -80,6 +84,21 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
         return SOCK_OPS_OK;
     }
     let mut cookie = unsafe { bpf_get_socket_cookie(ops.cast()) };
+    // The connection's request-stream state, named by the cookie in events.
+    unsafe {
+        let sk = (*ops).__bindgen_anon_2.sk;
+        if !sk.is_null() {
+            let st = bpf_sk_storage_get(
+                core::ptr::addr_of!(HTTP_CONNS) as *mut core::ffi::c_void,
+                sk.cast(),
+                core::ptr::null_mut(),
+                BPF_SK_STORAGE_GET_F_CREATE as u64,
+            ) as *mut ConnState;
+            if !st.is_null() {
+                (*st).id = cookie;
+            }
+        }
+    }
     // A full map leaves the socket unchecked per send (it was allowed at
     // connect); closed sockets leave the map by themselves.
     let _ = PROTECTED_SOCKS.update(&mut cookie, unsafe { &mut *ops }, BPF_ANY as u64);
@@ -92,11 +111,22 @@ pub fn sk_msg(ctx: &SkMsgContext) -> u32 {
     let Some((key, port)) = remote_key(family, ip4, ip6, port) else {
         return SK_PASS;
     };
-    if !decide_current(key, port, IPPROTO_TCP, Hook::SendmsgTcp, false, |_, _| {}) {
+    if protected_at(key, port).is_none() {
+        return SK_PASS;
+    }
+    // Protected, but no policy loaded: refuse.
+    let Some(s) = sender(key, port, IPPROTO_TCP, Hook::SendmsgTcp) else {
+        return SK_DROP;
+    };
+    if s.info.verdict.action == Action::Deny as u8 {
+        s.report();
         return SK_DROP;
     }
-    match crate::http::check(ctx) {
-        Some(_reject) => SK_DROP,
-        None => SK_PASS,
+    if s.info.verdict.action == Action::Audit as u8 {
+        s.report();
     }
+    if !http::wanted(&s) {
+        return SK_PASS;
+    }
+    http::check(ctx, &s)
 }

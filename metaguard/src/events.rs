@@ -9,7 +9,11 @@ use std::{
 
 use metaguard_common::{
     decide::{Action, Reason},
-    event::{Event, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, NONE_U16},
+    event::{
+        Event, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, EVENT_REQUEST, IMDS_V1, IMDS_V2,
+        NONE_U16,
+    },
+    http::Reject,
 };
 use serde::Serialize;
 
@@ -62,6 +66,30 @@ pub struct Decision {
     pub hook: &'static str,
     pub count: u64,
     pub policy_generation: u32,
+    /// Per-request decisions (`type: "request"`): what was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestInfo>,
+    /// Per-request decisions: the connection (socket cookie) it came on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<u64>,
+}
+
+/// A request as the kernel's HTTP checker read it. Header values are never
+/// reported (they carry tokens).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RequestInfo {
+    /// As sent (methods are case-sensitive); null when the request line
+    /// could not be read.
+    pub method: Option<String>,
+    /// The canonical target (path and query), cut at 128 bytes
+    /// (`path_truncated`); null when the request line could not be read.
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_truncated: bool,
+    /// `v1` (no X-aws-ec2-metadata-token header) or `v2`, for AWS endpoints.
+    pub imds: Option<&'static str>,
+    /// The check that refused the request (`encoded-slash`, `bare-lf`, ...).
+    pub check: Option<&'static str>,
 }
 
 /// Report of events the kernel could not queue.
@@ -91,6 +119,9 @@ pub fn reason_name(r: u8) -> &'static str {
         x if x == Reason::NoRule as u8 => "no-matching-rule",
         x if x == Reason::Untagged as u8 => "socket-not-allowed-this-destination",
         x if x == Reason::NoSocket as u8 => "no-socket",
+        x if x == Reason::HttpNoRule as u8 => "no-http-rule",
+        x if x == Reason::HttpRejected as u8 => "http-rejected",
+        x if x == Reason::Imdsv1 as u8 => "imdsv1-refused",
         _ => "unknown",
     }
 }
@@ -154,9 +185,10 @@ impl Renderer {
             ino: ev.exe_ino,
             generation: ev.exe_generation,
         });
+        let request = (ev.flags & EVENT_REQUEST != 0).then(|| request_info(ev));
         Decision {
             time: self.wall_time(ev.time_ns),
-            kind: "decision",
+            kind: if request.is_some() { "request" } else { "decision" },
             action: action_name(ev.action),
             reason: reason_name(ev.reason),
             rule: name_at(&self.rules, ev.rule),
@@ -179,6 +211,8 @@ impl Renderer {
             hook: Hook::from_u8(ev.hook).map(Hook::name).unwrap_or("unknown"),
             count: 1,
             policy_generation: ev.policy_generation,
+            connection: request.as_ref().map(|_| ev.cookie),
+            request,
         }
     }
 
@@ -330,6 +364,24 @@ impl Decision {
             self.comm.as_deref().unwrap_or("-"),
             self.cgroup.path.as_deref().unwrap_or("?"),
         )
+    }
+}
+
+fn request_info(ev: &Event) -> RequestInfo {
+    let method_len = (ev.method_len as usize).min(ev.method.len());
+    let path_len = (ev.path_len as usize).min(ev.path.len());
+    let line_read = method_len > 0;
+    RequestInfo {
+        method: line_read.then(|| String::from_utf8_lossy(&ev.method[..method_len]).into_owned()),
+        path: (line_read && ev.path_len > 0)
+            .then(|| String::from_utf8_lossy(&ev.path[..path_len]).into_owned()),
+        path_truncated: ev.path_len as usize > ev.path.len(),
+        imds: match ev.imds {
+            IMDS_V1 => Some("v1"),
+            IMDS_V2 => Some("v2"),
+            _ => None,
+        },
+        check: (ev.http_check != 0).then(|| Reject::from_u8(ev.http_check).name()),
     }
 }
 

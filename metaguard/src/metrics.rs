@@ -27,6 +27,12 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImdsLabels {
+    pub exe: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: String,
 }
@@ -41,6 +47,8 @@ pub struct ProgramLabels {
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     decisions: Family<DecisionLabels, Counter>,
+    requests: Family<DecisionLabels, Counter>,
+    imds: Family<ImdsLabels, Counter>,
     lost: Counter,
     reloads: Family<ReloadLabels, Counter>,
     program_runs: Family<ProgramLabels, Gauge>,
@@ -60,6 +68,18 @@ impl Metrics {
             "decisions",
             "Decisions on connections to protected endpoints (repeats included)",
             decisions.clone(),
+        );
+        let requests = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests on connections to protected endpoints, by verdict",
+            requests.clone(),
+        );
+        let imds = Family::<ImdsLabels, Counter>::default();
+        registry.register(
+            "imds_requests",
+            "Requests to AWS metadata endpoints by executable and IMDS version (v1: no session token)",
+            imds.clone(),
         );
         let lost = Counter::default();
         registry.register(
@@ -82,6 +102,8 @@ impl Metrics {
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
             decisions,
+            requests,
+            imds,
             lost,
             reloads,
             program_runs,
@@ -89,6 +111,29 @@ impl Metrics {
     }
 
     pub fn decision(&self, d: &Decision) {
+        if let Some(r) = &d.request {
+            if let Some(v) = r.imds {
+                let exe = d
+                    .exe
+                    .as_ref()
+                    .map(|x| x.path.clone().unwrap_or_else(|| x.name.clone()))
+                    .unwrap_or_default();
+                self.imds
+                    .get_or_create(&ImdsLabels {
+                        exe,
+                        version: v.into(),
+                    })
+                    .inc_by(d.count);
+            }
+            self.requests
+                .get_or_create(&DecisionLabels {
+                    action: d.action.to_string(),
+                    rule: d.rule.clone().unwrap_or_default(),
+                    endpoint: d.endpoint.clone().unwrap_or_default(),
+                })
+                .inc_by(d.count);
+            return;
+        }
         self.decisions
             .get_or_create(&DecisionLabels {
                 action: d.action.to_string(),
@@ -203,6 +248,8 @@ mod tests {
             hook: "connect4",
             count: v["count"].as_u64().unwrap(),
             policy_generation: 1,
+            request: None,
+            connection: None,
         };
         m.decision(&d);
         m.decision(&Decision { count: 1, ..d });

@@ -24,7 +24,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use key::{HttpKey, KeyError, KEY_EXACT, KEY_PREFIX};
+pub use key::{HttpKey, KeyError, EVENT_TARGET, KEY_EXACT, KEY_PREFIX};
 pub use parser::{HttpParser, Step};
 #[cfg(not(target_arch = "bpf"))]
 pub use pattern::canonical_pattern;

@@ -36,6 +36,7 @@ pub fn run_network(o: &Opts) -> Outcome {
     let m = o.mode.as_str();
     match m {
         "tcp" => stream::tcp(o, m, false),
+        "http-raw" => stream::http_raw(o, m),
         "tcp6-mapped" => stream::tcp(o, m, true),
         "mptcp" => stream::mptcp(o, m),
         "connect-only" => stream::connect_only(o, m),

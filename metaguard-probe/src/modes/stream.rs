@@ -223,3 +223,44 @@ pub fn send_fd(o: &Opts, mode: &str) -> Outcome {
     let fd = net::Fd(raw);
     exchange(o, mode, &fd, false, 0)
 }
+
+/// http-raw: sends `--payload` exactly as given (one or more HTTP requests),
+/// `--count N` bytes per send call (default: all in one), then reads until
+/// the peer closes or the timeout. `body` is the whole response stream.
+pub fn http_raw(o: &Opts, mode: &str) -> Outcome {
+    let fd = match open_connected(o, mode, o.ip, 0, false) {
+        Ok(fd) => fd,
+        Err(out) => return *out,
+    };
+    let req = o.payload.as_bytes();
+    let chunk = o.count.map_or(req.len(), |c| c as usize).max(1);
+    let deadline = Deadline::after(o.timeout);
+    let mut sent = 0;
+    for part in req.chunks(chunk) {
+        match net::send_all(fd.raw(), part, deadline) {
+            Ok(n) => sent += n,
+            Err(e) => {
+                let mut out = Outcome::fail(
+                    mode,
+                    e,
+                    format!("sending failed after {sent} bytes: {}", errno_name(e)),
+                );
+                out.sent = sent;
+                return out;
+            }
+        }
+    }
+    let (data, err) = net::read_to_close(fd.raw(), deadline, net::MAX_RESPONSE);
+    let mut out = if data.is_empty() {
+        match err {
+            None => Outcome::other(mode, "no_response", "sent; peer closed without a response"),
+            Some(e) => Outcome::fail(mode, e, format!("sent; no response: {}", errno_name(e))),
+        }
+    } else {
+        Outcome::success(mode, "sent; response received")
+    };
+    out.sent = sent;
+    out.bytes = data.len();
+    out.body = data;
+    out
+}

@@ -53,6 +53,8 @@ fn decision(
         hook,
         count: 1,
         policy_generation: 1,
+        request: None,
+        connection: None,
     };
     serde_json::to_string(&d).unwrap()
 }

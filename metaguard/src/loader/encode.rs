@@ -18,8 +18,8 @@ use metaguard_common::{
     maps::{
         Config, DestKey, ExeEntry, ExeKey, HttpAllow, PortKey, PrefixInfo, Protected, SubjectEntry,
         CONFIG_ENFORCE, CONFIG_GROUPS, CONFIG_GUARD_ALL, CONFIG_UIDS, EXE_CHECK_GENERATION,
-        MAX_CGROUP_LEVEL, PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM, PROTECTED_AUDIT,
-        PROTECTED_IMDSV2,
+        MAX_CGROUP_LEVEL, MAX_HTTP_SCOPES, PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM,
+        PROTECTED_AUDIT, PROTECTED_IMDSV2, PROTECTED_INSPECT,
     },
     ruleset::RuleSet,
 };
@@ -189,8 +189,14 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
             let imdsv2 = contributing
                 .iter()
                 .any(|&e| policy.endpoints[e].require_imdsv2);
+            // AWS endpoints classify every request as IMDSv1 or v2.
+            let inspect = imdsv2
+                || contributing
+                    .iter()
+                    .any(|&e| policy.endpoints[e].preset.as_deref() == Some("aws"));
             let flags = if all_audit { PROTECTED_AUDIT } else { 0 }
-                | if imdsv2 { PROTECTED_IMDSV2 } else { 0 };
+                | if imdsv2 { PROTECTED_IMDSV2 } else { 0 }
+                | if inspect { PROTECTED_INSPECT } else { 0 };
             out.ports.push((
                 PortKey { set, port },
                 Protected {
@@ -279,10 +285,13 @@ fn encode_subjects(policy: &Policy, out: &mut Encoded) {
     out.cgroups = cgroups.into_iter().collect();
 }
 
-/// Each `http` entry of rule `i` becomes a key with scope `i`: exact, or a
-/// prefix below which one or more segments must follow.
+/// Each `http` entry becomes a key scoped by the set of headers it requires;
+/// entries of several rules with the same key share it (their rules are
+/// or-ed). Exact paths and wildcard prefixes are distinct key kinds.
 fn encode_http(policy: &Policy, out: &mut Encoded) {
     out.headers = HeaderTable::with_defaults();
+    let mut keys: BTreeMap<Vec<u8>, (HttpKey, RuleSet)> = BTreeMap::new();
+    let mut scopes: BTreeSet<u16> = BTreeSet::new();
     for (i, r) in policy.rules.iter().enumerate() {
         let Some(http) = &r.http else { continue };
         out.config.http_rules.insert(i);
@@ -299,21 +308,33 @@ fn encode_http(policy: &Policy, out: &mut Encoded) {
                 };
                 required |= 1 << bit;
             }
+            scopes.insert(required);
+            let scope = required as u32;
             let key = if h.wildcard {
-                HttpKey::prefix(i as u32, h.method.as_bytes(), h.path.as_bytes())
+                out.config.http_wildcards = 1;
+                HttpKey::prefix(scope, h.method.as_bytes(), h.path.as_bytes())
             } else {
-                HttpKey::exact(i as u32, h.method.as_bytes(), h.path.as_bytes())
+                HttpKey::exact(scope, h.method.as_bytes(), h.path.as_bytes())
             }
             .expect("the compiler checked method and path");
-            out.http_rules.push((
-                key,
-                HttpAllow {
-                    required_headers: required,
-                    _pad: [0; 6],
-                },
-            ));
+            let raw = unsafe {
+                std::slice::from_raw_parts(
+                    &key as *const HttpKey as *const u8,
+                    std::mem::size_of::<HttpKey>(),
+                )
+            }
+            .to_vec();
+            keys.entry(raw).or_insert((key, RuleSet::EMPTY)).1.insert(i);
         }
     }
+    for (n, s) in scopes.iter().take(MAX_HTTP_SCOPES).enumerate() {
+        out.config.http_scopes[n] = *s;
+        out.config.http_scope_count = n as u32 + 1;
+    }
+    out.http_rules = keys
+        .into_values()
+        .map(|(k, rules)| (k, HttpAllow { rules }))
+        .collect();
 }
 
 fn level_bit(level: u32) -> u32 {
@@ -595,20 +616,17 @@ mod tests {
         let enc = encode(&p, 1);
         assert!(enc.config.http_rules.contains(1) && !enc.config.http_rules.contains(0));
         assert_eq!(enc.http_rules.len(), 2);
-        let (k, v) = enc.http_rules[0];
-        assert_eq!(
-            k,
-            HttpKey::exact(1, b"GET", b"/latest/meta-data/instance-id").unwrap()
-        );
         // Entry 0 is the IMDSv2 token header; the rule's other header comes next.
-        assert_eq!(v.required_headers, 0b11);
         assert_eq!(enc.headers.find(b"x-extra"), Some(1));
-        let (k, v) = enc.http_rules[1];
-        assert_eq!(
-            k,
-            HttpKey::prefix(1, b"GET", b"/latest/meta-data/placement/").unwrap()
-        );
-        assert_eq!(v.required_headers, 0);
+        let exact = HttpKey::exact(0b11, b"GET", b"/latest/meta-data/instance-id").unwrap();
+        let prefix = HttpKey::prefix(0, b"GET", b"/latest/meta-data/placement/").unwrap();
+        for (k, v) in &enc.http_rules {
+            assert!(*k == exact || *k == prefix, "{k:?}");
+            assert!(v.rules.contains(1) && !v.rules.contains(0));
+        }
+        assert_eq!(enc.config.http_scope_count, 2);
+        assert_eq!(&enc.config.http_scopes[..2], &[0, 0b11]);
+        assert_eq!(enc.config.http_wildcards, 1);
         assert!(enc
             .ports
             .iter()

@@ -67,10 +67,6 @@ impl Guard {
         let p: &mut CgroupSkb = program(&mut ebpf, EGRESS_PROGRAM)?;
         p.load()
             .map_err(|e| explain_load_error(anyhow!(e).context("loading program egress")))?;
-        // The HTTP checker's header names (prototype: the built-in table).
-        let mut t: Array<&mut MapData, HeaderTable> = map(&mut ebpf, names::HTTP_TABLE)?;
-        t.set(0, HeaderTable::with_defaults(), 0)
-            .context("HTTP_TABLE")?;
         let p: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
         p.load().map_err(|e| {
             explain_load_error(anyhow!(e).context(format!("loading program {SOCK_OPS_PROGRAM}")))
@@ -134,6 +130,9 @@ impl Guard {
         replace_hash(&mut self.ebpf, names::UIDS, &enc.uids)?;
         replace_hash(&mut self.ebpf, names::GIDS, &enc.gids)?;
         replace_hash(&mut self.ebpf, names::CGROUPS, &enc.cgroups)?;
+        replace_hash(&mut self.ebpf, names::HTTP_RULES, &enc.http_rules)?;
+        let mut t: Array<&mut MapData, HeaderTable> = map(&mut self.ebpf, names::HTTP_TABLE)?;
+        t.set(0, enc.headers, 0).context("HTTP_TABLE")?;
         let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
         cfg.set(0, enc.config, 0).context("CONFIG")?;
         Ok(())

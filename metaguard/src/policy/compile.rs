@@ -180,6 +180,24 @@ impl<'a> Compiler<'a> {
             .collect();
         headers.sort_unstable();
         headers.dedup();
+        let mut sets: Vec<&Vec<String>> = rules
+            .iter()
+            .flat_map(|r: &Rule| r.http.iter().flatten())
+            .map(|h| &h.require_headers)
+            .collect();
+        sets.sort();
+        sets.dedup();
+        if sets.len() > metaguard_common::maps::MAX_HTTP_SCOPES {
+            let span = allow.map(|e| e.key_span.clone()).unwrap_or(0..0);
+            self.err(
+                &span,
+                format!(
+                    "the rules use {} distinct require_headers lists; at most {} are supported",
+                    sets.len(),
+                    metaguard_common::maps::MAX_HTTP_SCOPES
+                ),
+            );
+        }
         if headers.len() > MAX_REQUIRED_HEADERS {
             let span = allow.map(|e| e.key_span.clone()).unwrap_or(0..0);
             self.err(

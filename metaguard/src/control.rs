@@ -263,7 +263,11 @@ impl Fanout {
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn subscribe(&self, format: Format, capacity: usize) -> (mpsc::Receiver<Arc<str>>, Arc<AtomicU64>) {
+    fn subscribe(
+        &self,
+        format: Format,
+        capacity: usize,
+    ) -> (mpsc::Receiver<Arc<str>>, Arc<AtomicU64>) {
         let (tx, rx) = mpsc::channel(capacity);
         let lost = Arc::new(AtomicU64::new(0));
         self.lock().push(Subscriber {
@@ -442,7 +446,11 @@ async fn serve(conn: UnixStream, asks: mpsc::Sender<Ask>, fanout: Arc<Fanout>) {
         Request::Events { format } => {
             let (mut rx, lost) = fanout.subscribe(format, EVENT_QUEUE);
             drop(fanout);
-            if wr.write_all(Response::ok().line().as_bytes()).await.is_err() {
+            if wr
+                .write_all(Response::ok().line().as_bytes())
+                .await
+                .is_err()
+            {
                 return;
             }
             let mut rd = rd.into_inner().into_inner();
@@ -515,7 +523,10 @@ fn fail(message: impl Into<String>) -> ClientError {
 
 /// Connects, sends `req`, and returns the reader positioned after the
 /// first response line (an `ok:false` answer is an error).
-fn request(path: &Path, req: &Request) -> Result<(Response, BufReader<StdUnixStream>), ClientError> {
+fn request(
+    path: &Path,
+    req: &Request,
+) -> Result<(Response, BufReader<StdUnixStream>), ClientError> {
     let mut s = StdUnixStream::connect(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => fail(format!(
             "no metaguard daemon on {}: is `metaguard run` running?",
@@ -536,7 +547,12 @@ fn request(path: &Path, req: &Request) -> Result<(Response, BufReader<StdUnixStr
     let mut first = String::new();
     match r.read_line(&mut first) {
         Ok(n) if n > 0 => {}
-        Ok(_) => return Err(fail(format!("the daemon on {} closed the connection without an answer", path.display()))),
+        Ok(_) => {
+            return Err(fail(format!(
+                "the daemon on {} closed the connection without an answer",
+                path.display()
+            )))
+        }
         Err(e) => return Err(fail(format!("reading from {}: {e}", path.display()))),
     }
     let resp = Response::parse(&first).map_err(fail)?;
@@ -584,7 +600,11 @@ pub fn reload(path: &Path) -> Result<String, ClientError> {
 
 /// `metaguard events`: writes every line the daemon prints to `out` until
 /// the daemon goes away (Ok) or drops this client (Err).
-pub fn events(path: &Path, format: Format, out: &mut dyn std::io::Write) -> Result<(), ClientError> {
+pub fn events(
+    path: &Path,
+    format: Format,
+    out: &mut dyn std::io::Write,
+) -> Result<(), ClientError> {
     let (resp, r) = request(path, &Request::Events { format })?;
     if let Some(e) = refused(&resp) {
         return Err(e);
@@ -615,7 +635,10 @@ mod tests {
     #[test]
     fn requests_parse_and_round_trip() {
         assert_eq!(Request::parse(r#"{"cmd":"status"}"#), Ok(Request::Status));
-        assert_eq!(Request::parse(" {\"cmd\":\"reload\"}\n"), Ok(Request::Reload));
+        assert_eq!(
+            Request::parse(" {\"cmd\":\"reload\"}\n"),
+            Ok(Request::Reload)
+        );
         assert_eq!(
             Request::parse(r#"{"cmd":"events"}"#),
             Ok(Request::Events {

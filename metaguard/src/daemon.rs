@@ -8,8 +8,8 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use sha2::{Digest as _, Sha256};
 use aya::maps::{MapData, RingBuf};
+use sha2::{Digest as _, Sha256};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},

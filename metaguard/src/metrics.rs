@@ -251,7 +251,10 @@ mod tests {
         assert_eq!(c.by_action["deny"], 6);
         assert_eq!(c.by_endpoint["aws-imds"], 6);
         assert_eq!(c.by_rule["-"], 6);
-        assert_eq!((c.lost_events, c.reloads_applied, c.reloads_rejected), (3, 0, 1));
+        assert_eq!(
+            (c.lost_events, c.reloads_applied, c.reloads_rejected),
+            (3, 0, 1)
+        );
         let text = m.render();
         assert!(
             text.contains(

@@ -1,12 +1,15 @@
-//! `metaguard run`: load, fill, attach, stream events until told to stop.
+//! `metaguard run`: load, fill, attach, stream events until told to stop;
+//! answer the control socket ([`crate::control`]) meanwhile.
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Result};
 use aya::maps::{MapData, RingBuf};
+use sha2::{Digest as _, Sha256};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -14,10 +17,11 @@ use tokio::{
 };
 
 use crate::{
-    events::{parse_event, Format, Lost, Renderer},
+    control::{self, Fanout, Line, PolicyStatus, ProgramStatus, Request, Response, Status},
+    events::{parse_event, Decision, Format, Lost, ReloadEvent, Renderer},
     loader::Guard,
     metrics::Metrics,
-    policy::{self, Policy},
+    policy::{self, Policy, PolicyErrors},
     repeats::Repeats,
     sys::cgroup,
 };
@@ -29,6 +33,8 @@ pub struct RunOptions {
     pub format: Format,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The control socket (`status`, `reload`, `events`).
+    pub control: PathBuf,
 }
 
 /// Refuses early, with the reason, when not privileged enough.
@@ -60,13 +66,16 @@ pub fn cgroup_dir(arg: Option<&Path>) -> Result<PathBuf> {
 
 pub async fn run(opts: RunOptions) -> Result<()> {
     require_root("metaguard run")?;
-    let mut current = policy::load(&opts.policy)?;
+    let (current, bytes) = policy::load_bytes(&opts.policy)?;
     let dir = cgroup_dir(opts.cgroup.as_deref())?;
+    // Before the programs: a second daemon on the same socket stops here.
+    let fanout = Arc::new(Fanout::default());
+    let (ask_tx, mut ask_rx) = mpsc::channel::<control::Ask>(16);
+    let server = control::Server::start(&opts.control, ask_tx, fanout.clone())?;
     let mut guard = Guard::load()?;
     guard.apply(&current)?;
     guard.attach(&dir)?;
     let events = guard.take_events()?;
-    let mut renderer = Renderer::new(&current);
     eprintln!(
         "metaguard: {} policy {} on cgroup {} ({} endpoints, {} rules); programs {:?}",
         match current.mode {
@@ -79,9 +88,33 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         current.rules.len(),
         guard.program_ids()
     );
+    eprintln!("metaguard: control socket {}", server.path().display());
 
     let (exe_tx, mut exe_rx) = mpsc::unbounded_channel();
-    let mut watcher = policy::ExeWatcher::new(exe_paths(&current), exe_tx.clone()).ok();
+    let metrics = Metrics::new();
+    let _metrics_server = match opts.metrics {
+        Some(addr) => Some(metrics.clone().serve(addr).await?),
+        None => None,
+    };
+    let mut st = State {
+        renderer: Renderer::new(&current),
+        watcher: policy::ExeWatcher::new(exe_paths(&current), exe_tx.clone()).ok(),
+        loaded: Loaded::now(&bytes),
+        current,
+        exe_tx,
+        guard,
+        repeats: Repeats::default(),
+        metrics,
+        out: Out {
+            format: opts.format,
+            fanout: fanout.clone(),
+            stdout: String::new(),
+            lines: vec![],
+        },
+        policy_path: opts.policy.clone(),
+        started: Instant::now(),
+        started_at: rfc3339_now(),
+    };
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd.
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
@@ -91,117 +124,282 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
     let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
     let mut lost_total = 0u64;
-    let mut repeats = Repeats::default();
-    let metrics = Metrics::new();
-    let _metrics_server = match opts.metrics {
-        Some(addr) => Some(metrics.clone().serve(addr).await?),
-        None => None,
-    };
-    let out = std::io::stdout();
     loop {
         tokio::select! {
             r = events.readable_mut() => {
                 let mut g = r?;
-                let lines = drain(g.get_inner_mut(), &mut renderer, &mut repeats, &metrics, opts.format);
+                st.drain(g.get_inner_mut());
                 g.clear_ready();
-                write_out(&out, &lines);
+                st.out.flush();
             }
             // The kernel wakes us only when the buffer fills; this keeps events live.
             _ = drain_tick.tick() => {
-                let lines = drain(events.get_mut(), &mut renderer, &mut repeats, &metrics, opts.format);
-                write_out(&out, &lines);
+                st.drain(events.get_mut());
+                st.out.flush();
             }
             _ = lost_tick.tick() => {
                 // Drain first so that repeats follow the event they repeat.
-                let mut lines = drain(events.get_mut(), &mut renderer, &mut repeats, &metrics, opts.format);
-                let counts = guard.repeat_counts().unwrap_or_default();
-                for d in repeats.report(&counts, &mut renderer) {
-                    metrics.decision(&d);
-                    lines.push_str(&d.line(opts.format));
-                    lines.push('\n');
+                st.drain(events.get_mut());
+                let counts = st.guard.repeat_counts().unwrap_or_default();
+                for d in st.repeats.report(&counts, &mut st.renderer) {
+                    st.metrics.decision(&d);
+                    st.out.decision(&d);
                 }
-                write_out(&out, &lines);
-                let total = guard.lost_events().unwrap_or(lost_total);
+                let total = st.guard.lost_events().unwrap_or(lost_total);
                 if total > lost_total {
-                    let rep = Lost { time: renderer.now(), kind: "lost", lost: total - lost_total, total_lost: total };
-                    let line = match opts.format {
-                        Format::Json => serde_json::to_string(&rep)?,
-                        Format::Text => format!("{} LOST  {} events (ring buffer full; {} in all)", rep.time, rep.lost, rep.total_lost),
-                    };
-                    let mut o = out.lock();
-                    let _ = writeln!(o, "{line}");
-                    let _ = o.flush();
-                    metrics.lost(total - lost_total);
+                    let rep = Lost { time: st.renderer.now(), kind: "lost", lost: total - lost_total, total_lost: total };
+                    st.out.push(
+                        || serde_json::to_string(&rep).unwrap_or_default(),
+                        || format!("{} LOST  {} events (ring buffer full; {} in all)", rep.time, rep.lost, rep.total_lost),
+                    );
+                    st.metrics.lost(total - lost_total);
                     lost_total = total;
                 }
-                for (name, _) in guard.program_ids() {
-                    if let Ok((_, runs)) = guard.program_stats(&name) {
-                        metrics.program_runs(&name, runs);
+                st.out.flush();
+                for (name, _) in st.guard.program_ids() {
+                    if let Ok((_, runs)) = st.guard.program_stats(&name) {
+                        st.metrics.program_runs(&name, runs);
                     }
                 }
             }
             Some(path) = exe_rx.recv() => {
-                if let Err(e) = reresolve(&mut current, &path) {
+                if let Err(e) = reresolve(&mut st.current, &path) {
                     eprintln!("metaguard: {e:#}");
                 }
-                guard.update_exes(&current)?;
-                renderer.set_policy(&current);
+                st.guard.update_exes(&st.current)?;
+                st.renderer.set_policy(&st.current);
             }
             _ = sighup.recv() => {
-                match policy::load(&opts.policy) {
-                    Ok(p) => {
-                        guard.apply(&p)?;
-                        renderer.set_policy(&p);
-                        watcher = policy::ExeWatcher::new(exe_paths(&p), exe_tx.clone()).ok();
-                        current = p;
-                        metrics.reload(true);
-                        eprintln!("metaguard: reloaded {}", opts.policy.display());
+                // Events already queued belong to the old policy's names.
+                st.drain(events.get_mut());
+                // A rejection is reported (stderr, event, metrics), not fatal.
+                let _ = st.reload()?;
+                st.out.flush();
+            }
+            Some((req, reply)) = ask_rx.recv() => {
+                let resp = match req {
+                    Request::Status => Response { status: Some(st.status()), ..Response::ok() },
+                    Request::Reload => {
+                        st.drain(events.get_mut());
+                        let r = st.reload()?;
+                        st.out.flush();
+                        match r {
+                            Ok(generation) => Response {
+                                policy: Some(st.policy_path.display().to_string()),
+                                generation: Some(generation),
+                                ..Response::ok()
+                            },
+                            Err(e) => Response {
+                                errors: e.iter().map(|e| e.to_string()).collect(),
+                                ..Response::error(format!(
+                                    "policy {} rejected; the running policy stays in force",
+                                    st.policy_path.display()
+                                ))
+                            },
+                        }
                     }
-                    Err(e) => {
-                        metrics.reload(false);
-                        eprintln!("metaguard: reload rejected, the running policy stays in force:\n{e}");
-                    }
-                }
+                    // Served by the connection itself.
+                    Request::Events { .. } => Response::error("not here"),
+                };
+                let _ = reply.send(resp);
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    // `events` clients see the connection end once their queues drain.
+    fanout.close();
+    drop(server); // removes the socket file
+    let State { watcher, guard, .. } = st;
     drop(watcher);
     drop(events);
     drop(guard); // detaches every program
     eprintln!("metaguard: detached from {}", dir.display());
-    let _ = out.lock().flush();
+    let _ = std::io::stdout().lock().flush();
     Ok(())
 }
 
-/// Renders every event waiting in the ring buffer.
-fn drain(
-    rb: &mut RingBuf<MapData>,
-    renderer: &mut Renderer,
-    repeats: &mut Repeats,
-    metrics: &Metrics,
-    format: Format,
-) -> String {
-    let mut lines = String::new();
-    while let Some(item) = rb.next() {
-        if let Some(ev) = parse_event(&item) {
-            let d = renderer.render(&ev);
-            lines.push_str(&d.line(format));
-            repeats.note(&ev, &d);
-            metrics.decision(&d);
-            lines.push('\n');
-        }
-    }
-    lines
+/// What the daemon runs with, besides the event ring buffer.
+struct State {
+    policy_path: PathBuf,
+    current: Policy,
+    loaded: Loaded,
+    guard: Guard,
+    renderer: Renderer,
+    repeats: Repeats,
+    watcher: Option<policy::ExeWatcher>,
+    exe_tx: mpsc::UnboundedSender<PathBuf>,
+    metrics: Metrics,
+    out: Out,
+    started: Instant,
+    started_at: String,
 }
 
-fn write_out(out: &std::io::Stdout, lines: &str) {
-    if !lines.is_empty() {
-        let mut o = out.lock();
-        let _ = o.write_all(lines.as_bytes());
-        let _ = o.flush();
+/// The policy file as loaded.
+struct Loaded {
+    sha256: String,
+    at: String,
+}
+
+impl Loaded {
+    fn now(bytes: &[u8]) -> Loaded {
+        let sha256 = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Loaded {
+            sha256,
+            at: rfc3339_now(),
+        }
     }
+}
+
+impl State {
+    /// Re-reads the policy file (SIGHUP and `metaguard reload`). A policy
+    /// that fails validation is rejected and the running one stays in
+    /// force. Either way a `reload` event is written. Ok(Ok(generation))
+    /// when applied; Err only when the kernel maps cannot be written.
+    fn reload(&mut self) -> Result<Result<u32, PolicyErrors>> {
+        let time = self.renderer.now();
+        match policy::load_bytes(&self.policy_path) {
+            Ok((p, bytes)) => {
+                self.guard.apply(&p)?;
+                self.renderer.set_policy(&p);
+                self.watcher = policy::ExeWatcher::new(exe_paths(&p), self.exe_tx.clone()).ok();
+                self.current = p;
+                self.loaded = Loaded::now(&bytes);
+                self.metrics.reload(true);
+                let generation = self.guard.generation();
+                eprintln!(
+                    "metaguard: reloaded {} (generation {generation})",
+                    self.policy_path.display()
+                );
+                let ev = ReloadEvent {
+                    kind: "reload",
+                    result: "applied",
+                    policy: self.policy_path.display().to_string(),
+                    generation: Some(generation),
+                    sha256: Some(self.loaded.sha256.clone()),
+                    errors: vec![],
+                    time,
+                };
+                self.out.push(
+                    || serde_json::to_string(&ev).unwrap_or_default(),
+                    || ev.text(),
+                );
+                Ok(Ok(generation))
+            }
+            Err(e) => {
+                self.metrics.reload(false);
+                eprintln!("metaguard: reload rejected, the running policy stays in force:\n{e}");
+                let ev = ReloadEvent {
+                    kind: "reload",
+                    result: "rejected",
+                    policy: self.policy_path.display().to_string(),
+                    generation: None,
+                    sha256: None,
+                    errors: e.iter().map(|e| e.to_string()).collect(),
+                    time,
+                };
+                self.out.push(
+                    || serde_json::to_string(&ev).unwrap_or_default(),
+                    || ev.text(),
+                );
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// Renders every event waiting in the ring buffer.
+    fn drain(&mut self, rb: &mut RingBuf<MapData>) {
+        while let Some(item) = rb.next() {
+            if let Some(ev) = parse_event(&item) {
+                let d = self.renderer.render(&ev);
+                self.repeats.note(&ev, &d);
+                self.metrics.decision(&d);
+                self.out.decision(&d);
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let cgroup = self.guard.cgroup().display().to_string();
+        Status {
+            pid: std::process::id(),
+            started: self.started_at.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            mode: self.current.mode.as_str().into(),
+            policy: PolicyStatus {
+                path: self.policy_path.display().to_string(),
+                sha256: self.loaded.sha256.clone(),
+                loaded: self.loaded.at.clone(),
+                generation: self.guard.generation(),
+            },
+            programs: self
+                .guard
+                .program_ids()
+                .into_iter()
+                .map(|(name, id)| ProgramStatus {
+                    name,
+                    id,
+                    cgroup: cgroup.clone(),
+                })
+                .collect(),
+            counters: self.metrics.counters(),
+        }
+    }
+}
+
+/// Lines for stdout (in `run`'s format) and for `events` clients (in both
+/// formats, rendered only while a client listens), written by `flush`.
+struct Out {
+    format: Format,
+    fanout: Arc<Fanout>,
+    stdout: String,
+    lines: Vec<Line>,
+}
+
+impl Out {
+    fn push(&mut self, json: impl FnOnce() -> String, text: impl FnOnce() -> String) {
+        if self.fanout.active() {
+            let l = Line {
+                json: json(),
+                text: text(),
+            };
+            self.stdout.push_str(match self.format {
+                Format::Json => &l.json,
+                Format::Text => &l.text,
+            });
+            self.lines.push(l);
+        } else {
+            match self.format {
+                Format::Json => self.stdout.push_str(&json()),
+                Format::Text => self.stdout.push_str(&text()),
+            }
+        }
+        self.stdout.push('\n');
+    }
+
+    fn decision(&mut self, d: &Decision) {
+        self.push(|| d.line(Format::Json), || d.line(Format::Text));
+    }
+
+    fn flush(&mut self) {
+        if !self.stdout.is_empty() {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(self.stdout.as_bytes());
+            let _ = o.flush();
+            self.stdout.clear();
+        }
+        self.fanout.send(&self.lines);
+        self.lines.clear();
+    }
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn exe_paths(p: &Policy) -> Vec<PathBuf> {

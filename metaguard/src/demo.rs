@@ -178,11 +178,14 @@ pub fn run(format: Format) -> Result<()> {
     );
     println!("{}", std::fs::read_to_string(&policy)?);
     let sb = Sandbox::create("demo")?;
-    let mut daemon = Daemon::start(
+    // Its own control socket: a daemon guarding the host may hold the default one.
+    let control = tmp.0.join("control.sock");
+    let mut daemon = Daemon::start_with_args(
         &std::env::current_exe()?,
         &policy,
         sb.cgroup_dir(),
         format,
+        &["--control", control.to_str().context("temp dir path")?],
         |line| println!("  event: {line}"),
     )?;
 

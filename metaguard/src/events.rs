@@ -103,6 +103,43 @@ pub struct Lost {
     pub total_lost: u64,
 }
 
+/// A policy reload (SIGHUP or `metaguard reload`) and its result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadEvent {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// "applied" or "rejected" (the running policy stays in force).
+    pub result: &'static str,
+    pub policy: String,
+    /// The generation now in force, when applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// SHA-256 of the file's bytes, when applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Why it was rejected, one entry per problem as `metaguard check` prints it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl ReloadEvent {
+    pub fn text(&self) -> String {
+        match self.generation {
+            Some(g) => format!(
+                "{} RELOAD applied {} (generation {g})",
+                self.time, self.policy
+            ),
+            None => format!(
+                "{} RELOAD rejected {}, the running policy stays in force: {}",
+                self.time,
+                self.policy,
+                self.errors.join("; ")
+            ),
+        }
+    }
+}
+
 pub fn action_name(a: u8) -> &'static str {
     match a {
         x if x == Action::Allow as u8 => "allow",

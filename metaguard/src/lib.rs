@@ -6,7 +6,9 @@
 //!   (`loader::encode` turns a policy into map entries).
 //! - [`events`]: the event path from the kernel ring buffer to JSON lines.
 //! - [`daemon`]: `metaguard run`; [`demo`]: `metaguard demo`.
+//! - [`control`]: the daemon's control socket and `status`, `reload`, `events`.
 //! - [`learn`]: `metaguard learn`, from recorded events to a proposed policy.
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod events;

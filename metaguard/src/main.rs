@@ -1,8 +1,9 @@
-//! metaguard command line: `check`, `run`, `learn`, `demo`.
+//! metaguard command line: `check`, `run`, `status`, `reload`, `events`,
+//! `learn`, `demo`.
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use metaguard::{daemon, demo, events::Format, learn, policy};
+use metaguard::{control, daemon, demo, events::Format, learn, policy};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,28 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Control socket for `status`, `reload` and `events`.
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+    },
+    /// Show the running daemon's programs, policy and counts (exit 1 if none answers).
+    Status {
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Make the running daemon re-read its policy (exit 2, old policy kept, if invalid).
+    Reload {
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+    },
+    /// Follow the running daemon's events live, until it stops.
+    Events {
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
     },
     /// Propose a policy allowing exactly the traffic in `run`'s JSON events (needs no root).
     Learn {
@@ -69,6 +92,7 @@ fn main() -> ExitCode {
             cgroup,
             format,
             metrics,
+            control,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -79,6 +103,7 @@ fn main() -> ExitCode {
                 cgroup,
                 format,
                 metrics,
+                control,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -86,6 +111,13 @@ fn main() -> ExitCode {
                     ExitCode::from(exit_code(&e))
                 }
             }
+        }
+        Command::Status { control, format } => {
+            client(control::status(&control, format).map(|s| print!("{s}")))
+        }
+        Command::Reload { control } => client(control::reload(&control).map(|s| print!("{s}"))),
+        Command::Events { control, format } => {
+            client(control::events(&control, format, &mut std::io::stdout()))
         }
         Command::Learn { from, out, policy } => {
             ExitCode::from(learn::main(learn::Options { from, out, policy }))
@@ -97,6 +129,17 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// A control client's outcome: errors on stderr, with their exit code.
+fn client(r: Result<(), control::ClientError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.code)
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! action, rule and endpoint; lost events; policy reloads and rejections;
 //! per-program run counts. Served as text on `GET /metrics`.
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -12,6 +13,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
@@ -42,10 +44,23 @@ pub struct ProgramLabels {
     pub program: String,
 }
 
+/// The same counts as the Prometheus metrics, readable (for `metaguard
+/// status`). Decisions without a rule or endpoint count under "-".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub by_action: BTreeMap<String, u64>,
+    pub by_endpoint: BTreeMap<String, u64>,
+    pub by_rule: BTreeMap<String, u64>,
+    pub lost_events: u64,
+    pub reloads_applied: u64,
+    pub reloads_rejected: u64,
+}
+
 /// The daemon's metrics; cheap to clone (shared).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    counters: Arc<Mutex<Counters>>,
     decisions: Family<DecisionLabels, Counter>,
     requests: Family<DecisionLabels, Counter>,
     imds: Family<ImdsLabels, Counter>,
@@ -101,6 +116,7 @@ impl Metrics {
         );
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
+            counters: Arc::default(),
             decisions,
             requests,
             imds,
@@ -141,14 +157,27 @@ impl Metrics {
                 endpoint: d.endpoint.clone().unwrap_or_default(),
             })
             .inc_by(d.count);
+        let mut c = self.counts();
+        let name = |n: &Option<String>| n.clone().unwrap_or_else(|| "-".into());
+        *c.by_action.entry(d.action.to_string()).or_default() += d.count;
+        *c.by_endpoint.entry(name(&d.endpoint)).or_default() += d.count;
+        *c.by_rule.entry(name(&d.rule)).or_default() += d.count;
     }
 
     pub fn lost(&self, n: u64) {
         self.lost.inc_by(n);
+        self.counts().lost_events += n;
     }
 
     pub fn reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
+        let mut c = self.counts();
+        if applied {
+            c.reloads_applied += 1;
+        } else {
+            c.reloads_rejected += 1;
+        }
+        drop(c);
         self.reloads
             .get_or_create(&ReloadLabels {
                 result: result.into(),
@@ -162,6 +191,15 @@ impl Metrics {
                 program: program.into(),
             })
             .set(runs as i64);
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counts since start.
+    pub fn counters(&self) -> Counters {
+        self.counts().clone()
     }
 
     pub fn render(&self) -> String {
@@ -256,6 +294,14 @@ mod tests {
         m.lost(3);
         m.reload(false);
         m.program_runs("connect4", 42);
+        let c = m.counters();
+        assert_eq!(c.by_action["deny"], 6);
+        assert_eq!(c.by_endpoint["aws-imds"], 6);
+        assert_eq!(c.by_rule["-"], 6);
+        assert_eq!(
+            (c.lost_events, c.reloads_applied, c.reloads_rejected),
+            (3, 0, 1)
+        );
         let text = m.render();
         assert!(
             text.contains(

@@ -206,6 +206,11 @@ impl Guard {
         Ok(())
     }
 
+    /// The policy generation in the kernel's CONFIG (events carry it).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
     pub fn cgroup(&self) -> &Path {
         &self.cgroup
     }

@@ -179,13 +179,27 @@ pub struct ExeRef {
 
 /// Reads, parses, checks and resolves the policy at `path`.
 pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(src) => parse_str(&src, path),
-        Err(e) => Err(PolicyErrors::new(vec![PolicyError::file(
+    load_bytes(path).map(|(p, _)| p)
+}
+
+/// As [`load`], also returning the file's bytes as read (for a checksum of
+/// exactly what was loaded).
+pub fn load_bytes(path: &Path) -> Result<(Policy, Vec<u8>), PolicyErrors> {
+    let unreadable = |e: std::io::Error| {
+        PolicyErrors::new(vec![PolicyError::file(
             path,
             format!("cannot read the policy: {e}"),
-        )])),
-    }
+        )])
+    };
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    let src = std::str::from_utf8(&bytes).map_err(|_| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })?;
+    let p = parse_str(src, path)?;
+    Ok((p, bytes))
 }
 
 /// Parses, checks and resolves policy text; `path` names it in errors and

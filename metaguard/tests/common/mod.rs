@@ -50,6 +50,8 @@ pub struct Env {
     /// A byte-identical copy of the probe: another file, so another identity.
     pub copy: PathBuf,
     pub policy: PathBuf,
+    /// The daemon's control socket (in `tmp`, unless `run_args` named another).
+    pub control: PathBuf,
     pub events: Arc<Mutex<Vec<Value>>>,
     // Drop order: daemon first (detach), then the sandbox.
     pub daemon: Daemon,
@@ -111,12 +113,18 @@ impl Env {
         let events = Arc::new(Mutex::new(vec![]));
         let sink = events.clone();
         let bin = Path::new(env!("CARGO_BIN_EXE_metaguard"));
+        // Each test's daemon has its own control socket, in its temp dir.
+        let control = tmp.0.join("control.sock");
+        let mut args: Vec<&str> = run_args.to_vec();
+        if !args.contains(&"--control") {
+            args.extend(["--control", control.to_str().unwrap()]);
+        }
         let daemon = Daemon::start_with_args(
             bin,
             &policy,
             sb.cgroup_dir(),
             Format::Json,
-            run_args,
+            &args,
             move |line| match serde_json::from_str::<Value>(&line) {
                 Ok(v) => sink.lock().unwrap().push(v),
                 Err(e) => panic!("daemon printed a line that is not JSON ({e}): {line}"),
@@ -128,6 +136,7 @@ impl Env {
             probe,
             copy,
             policy,
+            control,
             events,
             daemon,
             sb,

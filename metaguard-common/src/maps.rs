@@ -199,7 +199,9 @@ pub const MAX_HTTP_SCOPES: usize = 8;
 pub struct ConnState {
     /// Body bytes of an allowed request still to come.
     pub body_remaining: u32,
-    pub _pad: u32,
+    /// Non-zero while the rest of a message after an allowed request is
+    /// being judged (the kernel re-runs the program on it).
+    pub rest_of_message: u32,
     /// The connection's id in events: the sock_ops socket cookie, written
     /// when the connection is established.
     pub id: u64,

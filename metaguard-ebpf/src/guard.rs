@@ -8,12 +8,12 @@ use aya_ebpf::{
 use metaguard_common::{
     addr::{self, port_from_user_port},
     decide::{self, Action, Subject},
-    ruleset::RuleSet,
     event::{AggCount, AggKey, Hook, EVENT_NO_EXE, NONE_U16},
     maps::{
         Config, DestKey, PortKey, Protected, SockTag, CONFIG_GROUPS, CONFIG_UIDS, PORT_ANY,
         PREFILTER_DESTS, PREFILTER_LPM,
     },
+    ruleset::RuleSet,
 };
 
 use crate::{
@@ -291,7 +291,9 @@ impl Sender {
         if w.open && same_verdict(&w.last, &self.info.verdict) {
             w.count_repeat();
         } else {
-            w.report(self.cfg, &self.info.agg, &self.info.verdict, |ev| self.fill(ev));
+            w.report(self.cfg, &self.info.agg, &self.info.verdict, |ev| {
+                self.fill(ev)
+            });
         }
     }
 

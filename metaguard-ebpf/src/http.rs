@@ -144,6 +144,7 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
         return DROP;
     }
     let cookie = unsafe { (*st).id };
+    let rest_of_message = unsafe { core::mem::replace(&mut (*st).rest_of_message, 0) } != 0;
     // Body bytes of an allowed request pass by count.
     {
         let left = unsafe { (*st).body_remaining };
@@ -153,13 +154,18 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
             } else {
                 unsafe {
                     (*st).body_remaining = 0;
+                    (*st).rest_of_message = 1;
                     bpf_msg_apply_bytes(msg, left);
                 }
             }
             return PASS;
         }
     }
-    let n = if size < HTTP_WINDOW { size } else { HTTP_WINDOW };
+    let n = if size < HTTP_WINDOW {
+        size
+    } else {
+        HTTP_WINDOW
+    };
     if unsafe { bpf_msg_pull_data(msg, 0, n, 0) } != 0 {
         // Could not make the bytes readable: refuse rather than pass them.
         return refuse(s, cookie, None, Reject::BadState as u8);
@@ -177,12 +183,26 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
         reject: 0,
         complete: 0,
     };
-    unsafe { bpf_loop(n, feed_byte as *mut c_void, &mut f as *mut Feed as *mut c_void, 0) };
+    unsafe {
+        bpf_loop(
+            n,
+            feed_byte as *mut c_void,
+            &mut f as *mut Feed as *mut c_void,
+            0,
+        )
+    };
     let parser = unsafe { &*parser };
     if f.reject != 0 {
         return refuse(s, cookie, Some(parser), f.reject as u8);
     }
     if f.complete == 0 {
+        if rest_of_message {
+            // A request cut off after another one in the same send: the
+            // kernel cannot hold back just this part (corking here loses
+            // bytes), so it is refused. Clients write a request whole or
+            // start it at the beginning of a send.
+            return refuse(s, cookie, Some(parser), Reject::SplitPipeline as u8);
+        }
         // Wait for at least one more byte, then judge everything gathered.
         // (The parser refuses header blocks over MAX_HEADER_BLOCK itself.)
         unsafe { bpf_msg_cork_bytes(msg, size + 1) };
@@ -192,7 +212,14 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
     let token = seen & (1 << TOKEN_ENTRY) != 0;
     matching_entries(s.cfg, sc, seen);
     let http_allowed = unsafe { &(*sc).rules };
-    let v = decide::http_request(s.cfg, s.dest, s.guarded(), &s.info.allowed, http_allowed, token);
+    let v = decide::http_request(
+        s.cfg,
+        s.dest,
+        s.guarded(),
+        &s.info.allowed,
+        http_allowed,
+        token,
+    );
     let o = Outcome {
         cookie,
         verdict: AggCount {
@@ -210,8 +237,12 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
     }
     let request = parser.header_block_len() as u32 + parser.content_length();
     if size > request {
-        // A pipelined request follows: judged on its own.
-        unsafe { bpf_msg_apply_bytes(msg, request) };
+        // A pipelined request follows: judged on its own when the kernel
+        // runs this again on the rest of the message.
+        unsafe {
+            (*st).rest_of_message = 1;
+            bpf_msg_apply_bytes(msg, request);
+        }
     } else if size < request {
         unsafe { (*st).body_remaining = request - size };
     }

@@ -13,8 +13,8 @@ use metaguard_common::{
     http::{HeaderTable, HttpKey},
     maps::{
         Config, ConnState, DestKey, ExeEntry, ExeKey, HttpAllow, PortKey, PrefixInfo, Protected,
-        SockTag, SubjectEntry, MAX_HTTP_RULES, MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS,
-        MAX_SOCK_TAGS, MAX_SUBJECTS,
+        SockTag, SubjectEntry, MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_HTTP_RULES,
+        MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS, MAX_SOCK_TAGS, MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
 };

@@ -31,6 +31,7 @@ pub const MODES: &[&str] = &[
     "pass-fd",
     "pass-fd6-mapped",
     "send-fd",
+    "http-raw",
 ];
 
 pub const DEFAULT_PATH: &str = "/latest/meta-data/instance-id";

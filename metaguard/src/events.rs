@@ -225,7 +225,11 @@ impl Renderer {
         let request = (ev.flags & EVENT_REQUEST != 0).then(|| request_info(ev));
         Decision {
             time: self.wall_time(ev.time_ns),
-            kind: if request.is_some() { "request" } else { "decision" },
+            kind: if request.is_some() {
+                "request"
+            } else {
+                "decision"
+            },
             action: action_name(ev.action),
             reason: reason_name(ev.reason),
             rule: name_at(&self.rules, ev.rule),

@@ -28,11 +28,13 @@ pub enum Reject {
     NonAscii = 23,
     /// The stored parser state holds values `feed` never writes.
     BadState = 24,
+    /// Kernel only: a request cut off after another one in the same send.
+    SplitPipeline = 25,
 }
 
 impl Reject {
     /// Every reason, in number order.
-    pub const ALL: [Reject; 24] = [
+    pub const ALL: [Reject; 25] = [
         Reject::BadMethod,
         Reject::BadTarget,
         Reject::TargetTooLong,
@@ -57,6 +59,7 @@ impl Reject {
         Reject::HeaderBlockTooLarge,
         Reject::NonAscii,
         Reject::BadState,
+        Reject::SplitPipeline,
     ];
 
     /// The reason for a stored number; unknown numbers mean a corrupt state.
@@ -94,6 +97,7 @@ impl Reject {
             Reject::HeaderBlockTooLarge => "header-block-too-large",
             Reject::NonAscii => "non-ascii",
             Reject::BadState => "bad-state",
+            Reject::SplitPipeline => "split-pipeline",
         }
     }
 }

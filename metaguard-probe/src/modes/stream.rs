@@ -226,7 +226,8 @@ pub fn send_fd(o: &Opts, mode: &str) -> Outcome {
 
 /// http-raw: sends `--payload` exactly as given (one or more HTTP requests),
 /// `--count N` bytes per send call (default: all in one), then reads until
-/// the peer closes or the timeout. `body` is the whole response stream.
+/// the peer closes or the timeout. A 0x1e byte in the payload is not sent:
+/// it ends a send call there. `body` is the whole response stream.
 pub fn http_raw(o: &Opts, mode: &str) -> Outcome {
     let fd = match open_connected(o, mode, o.ip, 0, false) {
         Ok(fd) => fd,
@@ -236,7 +237,8 @@ pub fn http_raw(o: &Opts, mode: &str) -> Outcome {
     let chunk = o.count.map_or(req.len(), |c| c as usize).max(1);
     let deadline = Deadline::after(o.timeout);
     let mut sent = 0;
-    for part in req.chunks(chunk) {
+    let parts = req.split(|&b| b == 0x1e).flat_map(|p| p.chunks(chunk));
+    for part in parts {
         match net::send_all(fd.raw(), part, deadline) {
             Ok(n) => sent += n,
             Err(e) => {

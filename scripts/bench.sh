@@ -7,3 +7,4 @@ bash scripts/setup.sh
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 cargo build --release --workspace --locked --quiet
 cargo bench --locked -p metaguard --bench connect
+cargo bench --locked -p metaguard --bench http

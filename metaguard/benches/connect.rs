@@ -3,17 +3,13 @@
 //!
 //! Run as root: `cargo build --release -p metaguard-probe && cargo bench -p metaguard --bench connect`
 //! (or scripts/bench.sh). Traffic goes only to the sandbox's namespaces.
-use std::{
-    os::fd::{AsRawFd as _, BorrowedFd},
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+mod support;
+
+use std::path::PathBuf;
 
 use metaguard::{demo::TempDir, loader::Guard, policy};
 use metaguard_sandbox::{addrs, Sandbox};
+use support::{median, per_run, probe, prog_stats, Drainer, StatsSwitch};
 
 const CONNECTS: &str = "2000";
 /// Rounds per run; METAGUARD_BENCH_ROUNDS overrides it for quick looks.
@@ -22,39 +18,6 @@ fn rounds() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7)
-}
-
-struct StatsSwitch(String);
-
-impl StatsSwitch {
-    fn on() -> StatsSwitch {
-        let path = "/proc/sys/kernel/bpf_stats_enabled";
-        let old = std::fs::read_to_string(path).unwrap_or_else(|_| "0".into());
-        let _ = std::fs::write(path, "1");
-        StatsSwitch(old.trim().to_string())
-    }
-}
-
-impl Drop for StatsSwitch {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
-    }
-}
-
-fn probe() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("metaguard-probe");
-    assert!(
-        p.exists(),
-        "{} missing: cargo build --release -p metaguard-probe",
-        p.display()
-    );
-    p
 }
 
 /// Median connect+close latency (ns) of one probe run; `denied` runs must
@@ -77,20 +40,6 @@ fn connect_median(sb: &Sandbox, probe: &PathBuf, addr: &str, denied: bool) -> f6
         assert!(out.status.success(), "connect-loop to {addr} failed: {v}");
     }
     v["median_ns"].as_f64().unwrap()
-}
-
-fn per_run(a: (u64, u64), b: (u64, u64)) -> f64 {
-    (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// (run_time_ns, run_count) of one program.
-fn prog_stats(guard: &Guard, name: &str) -> (u64, u64) {
-    guard.program_stats(name).unwrap_or((0, 0))
 }
 
 fn main() {
@@ -200,33 +149,4 @@ fn main() {
         median(&mut eg_ns),
         median(&mut eg_pkts)
     );
-}
-
-/// Reads and discards events while the benchmark runs, so the kernel pays
-/// for delivering events, as in production.
-struct Drainer {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<()>,
-}
-
-impl Drainer {
-    fn start(guard: &mut Guard) -> Drainer {
-        let mut rb = guard.take_events().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                while rb.next().is_some() {}
-                let fd = unsafe { BorrowedFd::borrow_raw(rb.as_raw_fd()) };
-                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
-            }
-        });
-        Drainer { stop, handle }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.handle.join();
-    }
 }

@@ -1,0 +1,92 @@
+//! Pieces the benchmarks share: bpf_stats switch, probe path, medians,
+//! program run-time counters, and an event drainer.
+#![allow(dead_code)]
+use std::{
+    os::fd::{AsRawFd as _, BorrowedFd},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use metaguard::loader::Guard;
+
+/// Turns `kernel.bpf_stats_enabled` on; restores it on drop.
+pub struct StatsSwitch(String);
+
+impl StatsSwitch {
+    pub fn on() -> StatsSwitch {
+        let path = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(path).unwrap_or_else(|_| "0".into());
+        let _ = std::fs::write(path, "1");
+        StatsSwitch(old.trim().to_string())
+    }
+}
+
+impl Drop for StatsSwitch {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+/// The release build of the test client, next to the bench binary.
+pub fn probe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("metaguard-probe");
+    assert!(
+        p.exists(),
+        "{} missing: cargo build --release -p metaguard-probe",
+        p.display()
+    );
+    p
+}
+
+/// Per-run average between two (run_time_ns, run_count) readings.
+pub fn per_run(a: (u64, u64), b: (u64, u64)) -> f64 {
+    (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// (run_time_ns, run_count) of one program.
+pub fn prog_stats(guard: &Guard, name: &str) -> (u64, u64) {
+    guard.program_stats(name).unwrap_or((0, 0))
+}
+
+/// Reads and discards events while the benchmark runs, so the kernel pays
+/// for delivering events, as in production.
+pub struct Drainer {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Drainer {
+    pub fn start(guard: &mut Guard) -> Drainer {
+        let mut rb = guard.take_events().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                while rb.next().is_some() {}
+                let fd = unsafe { BorrowedFd::borrow_raw(rb.as_raw_fd()) };
+                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
+            }
+        });
+        Drainer { stop, handle }
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}

@@ -312,10 +312,23 @@ fn matching_entries(cfg: &metaguard_common::maps::Config, sc: *mut Scratch, seen
     };
 }
 
-/// A request the checker refused: reported, dropped unless audited.
+/// Whether the checker's refusals block: the sender is guarded and either
+/// every rule letting it here lists requests, or the endpoint requires
+/// IMDSv2. Otherwise requests are only classified and reported (a rule
+/// without `http` allows any bytes, as at connect).
+#[inline(always)]
+fn enforced(s: &Sender) -> bool {
+    let any_request = s.info.allowed.and(&s.cfg.http_rules.not());
+    s.guarded()
+        && (any_request.first().is_none()
+            || s.dest.flags & metaguard_common::maps::PROTECTED_IMDSV2 != 0)
+}
+
+/// A request the checker refused: reported, dropped when enforced and not
+/// audited.
 #[inline(never)]
 fn refuse(s: &Sender, cookie: u64, parser: Option<&HttpParser>, check: u8) -> u32 {
-    let action = if s.guarded() {
+    let action = if enforced(s) {
         decide::refusal(s.cfg, s.dest)
     } else {
         Action::Allow

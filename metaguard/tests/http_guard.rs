@@ -408,3 +408,36 @@ fn imdsv2_can_be_required_and_requests_are_classified() {
         .expect("an allowed request");
     assert_eq!(ev["request"]["imds"], "v2");
 }
+
+/// AWS preset endpoints classify every request (IMDSv1 detection) even under
+/// a rule without `http`, which still allows any request: nothing is refused.
+#[test]
+fn aws_requests_are_classified_under_rules_without_http() {
+    let policy = "include = [\"aws\"]\n\n[[allow]]\nname = \"probe\"\nexe = \"{probe}\"\n";
+    let env = env_or_skip!("http-classify", policy);
+    let v1 = raw(&env, &close(&get(ID_PATH, "")), None);
+    assert!(v1.ok(), "{v1:?}");
+    let ev = env
+        .wait_event(|e| e["type"] == "request" && e["request"]["imds"] == "v1")
+        .expect("a v1 classification");
+    assert_eq!(ev["action"], "allow");
+    assert_eq!(ev["rule"], "probe");
+    assert_eq!(ev["endpoint"], "aws-imds");
+    let v2 = raw(&env, &close(&get(ID_PATH, TOKEN)), None);
+    assert!(v2.ok(), "{v2:?}");
+    assert!(env
+        .wait_event(|e| e["type"] == "request" && e["request"]["imds"] == "v2")
+        .is_some());
+    // Not refused without `http` rules, but still reported.
+    let odd = raw(
+        &env,
+        &close(&get("/latest/meta-data%2Finstance-id", "")),
+        None,
+    );
+    assert!(odd.ok(), "{odd:?}");
+    let ev = env
+        .wait_event(|e| e["type"] == "request" && e["request"]["check"] == "encoded-slash")
+        .expect("the odd request is reported");
+    assert_eq!(ev["action"], "allow");
+    assert_eq!(targets_at_least(&env, 3).len(), 3);
+}

@@ -200,6 +200,18 @@ pub fn run(format: Format) -> Result<()> {
             expect_ok: true,
         },
         Scenario {
+            title: "the allowed program asks for the instance's credentials (not in its http list: refused at send, in the kernel)",
+            program: probe.clone(),
+            args: args(&[
+                "tcp",
+                &imds,
+                "80",
+                "--path",
+                "/latest/meta-data/iam/security-credentials/",
+            ]),
+            expect_ok: false,
+        },
+        Scenario {
             title: "the allowed program over IPv6",
             program: probe.clone(),
             args: args(&["tcp", &imds6, "80"]),
@@ -274,7 +286,8 @@ fn args(a: &[&str]) -> Vec<String> {
 fn demo_policy(probe: &Path) -> String {
     format!(
         r#"# metaguard demo policy: only metaguard-probe, as installed, may reach the
-# fake instance metadata service; everyone else in the sandbox is refused.
+# fake instance metadata service, and only to read the instance id;
+# everyone else in the sandbox is refused.
 mode = "enforce"
 
 [[endpoint]]
@@ -286,6 +299,7 @@ ports     = [80]
 name      = "probe-agent"
 endpoints = ["aws-imds"]
 exe       = "{}"
+http      = [{{ method = "GET", path = "/latest/meta-data/instance-id" }}]
 "#,
         probe.display()
     )

@@ -388,11 +388,24 @@ impl Decision {
             (_, Some(pid)) => format!("pid={pid} uid={}", self.uid),
             _ => format!("socket-uid={}", self.uid),
         };
-        let repeats = if self.count > 1 {
+        let mut repeats = if self.count > 1 {
             format!(" x{}", self.count)
         } else {
             String::new()
         };
+        if let Some(r) = &self.request {
+            repeats.push_str(&format!(
+                " request=\"{} {}\"",
+                r.method.as_deref().unwrap_or("?"),
+                r.path.as_deref().unwrap_or("?")
+            ));
+            if let Some(c) = r.check {
+                repeats.push_str(&format!(" check={c}"));
+            }
+            if let Some(v) = r.imds {
+                repeats.push_str(&format!(" imds={v}"));
+            }
+        }
         format!(
             "{} {:<5} {:<8} {:<5} {dest} endpoint={} rule={} reason={} {who} comm={} cgroup={}{repeats}",
             self.time,

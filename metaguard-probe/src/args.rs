@@ -7,7 +7,7 @@ use crate::addr::{parse_ip, Ip};
 pub const USAGE: &str = "usage: metaguard-probe <MODE> <ADDR> <PORT> [--path /x] [--payload TEXT] \
 [--timeout-ms N] [--count N] [--iface NAME] [--src A.B.C.D] [--then MODE] [--exec PATH [ARGS...]]\n\
 modes: tcp tcp6-mapped connect-only udp-sendto udp-sendmsg udp6-mapped udp-connected tfo mptcp \
-uring uring-sqpoll raw-udp raw-tcp-syn packet connect-loop http-loop fork exec pass-fd pass-fd6-mapped send-fd";
+uring uring-sqpoll raw-udp raw-tcp-syn packet connect-loop http-loop fork exec pass-fd pass-fd6-mapped pass-scm send-fd http-raw";
 
 pub const MODES: &[&str] = &[
     "tcp",
@@ -30,6 +30,7 @@ pub const MODES: &[&str] = &[
     "exec",
     "pass-fd",
     "pass-fd6-mapped",
+    "pass-scm",
     "send-fd",
     "http-raw",
 ];

@@ -304,6 +304,83 @@ pub fn content_length(headers: &[u8]) -> Option<usize> {
 /// Largest response the probe keeps (the JSON body is cut further, to 4 KiB).
 pub const MAX_RESPONSE: usize = 1 << 20;
 
+/// Sends `fd` over the Unix socket `unix` with SCM_RIGHTS (one data byte).
+pub fn send_fd(unix: RawFd, fd: RawFd) -> Result<(), i32> {
+    let mut byte = [b'F'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
+        iov_len: 1,
+    };
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as _;
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+    }
+    loop {
+        let r = unsafe { libc::sendmsg(unix, &msg, libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = last_errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives one fd sent with SCM_RIGHTS on the Unix socket `unix`, waiting
+/// until `deadline`. The received fd is close-on-exec.
+pub fn recv_fd(unix: RawFd, deadline: Deadline) -> Result<Fd, i32> {
+    if wait(unix, libc::POLLIN, deadline)? == 0 {
+        return Err(libc::ETIMEDOUT);
+    }
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
+        iov_len: 1,
+    };
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as _;
+    let r = loop {
+        let r = unsafe { libc::recvmsg(unix, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if r < 0 && last_errno() == libc::EINTR {
+            continue;
+        }
+        break r;
+    };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(libc::EMSGSIZE);
+    }
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
+        {
+            // EOF or a message without a descriptor.
+            return Err(libc::EBADMSG);
+        }
+        Ok(Fd(std::ptr::read_unaligned(
+            libc::CMSG_DATA(c) as *const RawFd
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

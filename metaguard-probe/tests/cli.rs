@@ -552,3 +552,55 @@ fn usage_errors_are_json() {
         assert_eq!(field(&json, "error"), "\"usage\"");
     }
 }
+
+#[test]
+fn pass_scm_receiver_sends_on_the_received_socket() {
+    let port = http_server("127.0.0.1:0");
+    let p = port.to_string();
+    let (json, code) = run(&[
+        "pass-scm",
+        "127.0.0.1",
+        &p,
+        "--exec",
+        PROBE,
+        "send-fd",
+        "127.0.0.1",
+        &p,
+    ]);
+    one_line(&json);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(field(&json, "mode"), "\"send-fd\"");
+    assert_eq!(field(&json, "body"), format!("\"{BODY}\""));
+    assert!(field(&json, "detail").contains("SCM_RIGHTS"), "{json}");
+}
+
+#[test]
+fn pass_scm_child_inherits_only_the_unix_socket() {
+    let port = http_server("127.0.0.1:0");
+    let p = port.to_string();
+    let out = output(&[
+        "pass-scm",
+        "127.0.0.1",
+        &p,
+        "--exec",
+        "/bin/sh",
+        "-c",
+        "ls -l /proc/self/fd; echo unix=$METAGUARD_PROBE_UNIX",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        text.matches("socket:").count(),
+        1,
+        "only the Unix end, not the TCP socket, crosses exec: {text}"
+    );
+    assert!(text.contains("unix="), "{text}");
+}
+
+#[test]
+fn send_fd_without_a_socket_is_a_usage_error() {
+    let (json, code) = run(&["send-fd", "127.0.0.1", "80"]);
+    one_line(&json);
+    assert_eq!(code, 2, "{json}");
+    assert_eq!(field(&json, "error"), "\"usage\"");
+}

@@ -27,6 +27,7 @@ pub fn run(o: &Opts) -> Report {
         "exec" => process::fork_exec(o),
         "pass-fd" => process::pass_fd(o, false),
         "pass-fd6-mapped" => process::pass_fd(o, true),
+        "pass-scm" => process::pass_scm(o),
         _ => Report::Outcome(run_network(o)),
     }
 }

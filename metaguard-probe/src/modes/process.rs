@@ -8,6 +8,7 @@ use crate::args::Opts;
 use crate::errnames::{errno_name, last_errno};
 use crate::json::{Outcome, EXIT_ERROR};
 use crate::modes::{run_network, stream, Report};
+use crate::net;
 
 fn pipe() -> Result<(RawFd, RawFd), i32> {
     let mut fds = [0 as RawFd; 2];
@@ -152,24 +153,30 @@ pub fn fork_then(o: &Opts) -> Report {
 
 /// `exec ... --exec PATH ARGS...`: the child execs PATH; its stdout is copied through.
 pub fn fork_exec(o: &Opts) -> Report {
+    match spawn_exec(o, "exec") {
+        Ok((pid, rd)) => finish_exec(pid, rd),
+        Err(report) => *report,
+    }
+}
+
+/// Forks a child that execs `o.exec` with its stdout on a pipe: (pid, read
+/// end of that pipe). Pass both to `finish_exec`.
+fn spawn_exec(o: &Opts, mode: &str) -> Result<(libc::pid_t, RawFd), Box<Report>> {
     let argv_c: Result<Vec<CString>, _> = o.exec.iter().map(|a| CString::new(a.as_str())).collect();
     let argv_c = match argv_c {
         Ok(v) => v,
         Err(_) => {
-            return Report::Outcome(Outcome::other(
-                "exec",
+            return Err(Box::new(Report::Outcome(Outcome::other(
+                mode,
                 "usage",
                 "argument contains a NUL byte",
-            ))
+            ))))
         }
     };
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
 
-    let (pid, rd, wr) = match fork_with_pipe("exec") {
-        Ok(t) => t,
-        Err(report) => return *report,
-    };
+    let (pid, rd, wr) = fork_with_pipe(mode)?;
     if pid == 0 {
         unsafe {
             libc::close(rd);
@@ -188,6 +195,11 @@ pub fn fork_exec(o: &Opts) -> Report {
         unsafe { libc::_exit(out.exit) };
     }
     unsafe { libc::close(wr) };
+    Ok((pid, rd))
+}
+
+/// Copies the exec'd child's stdout through and waits for it.
+fn finish_exec(pid: libc::pid_t, rd: RawFd) -> Report {
     drain(rd, Some(1));
     let (code, how) = wait_child(pid);
     if code >= 128 {
@@ -233,4 +245,69 @@ pub fn pass_fd(o: &Opts, mapped: bool) -> Report {
     let report = fork_exec(o);
     drop(fd);
     report
+}
+
+/// `pass-scm ADDR PORT --exec PATH send-fd ADDR PORT`: connects here (as this
+/// program), then forks and execs PATH with one end of a Unix socketpair (its
+/// number in `METAGUARD_PROBE_UNIX`) and sends the connected socket over the
+/// other end with SCM_RIGHTS. PATH does not inherit the TCP socket: it only
+/// gets it by receiving it (`send-fd` does, when `METAGUARD_PROBE_UNIX` is
+/// set), and this process closes its own copy once sent.
+pub fn pass_scm(o: &Opts) -> Report {
+    let mode = o.mode.as_str();
+    if o.exec.is_empty() {
+        return Report::Outcome(Outcome::other(
+            mode,
+            "usage",
+            "pass-scm needs --exec PATH send-fd ADDR PORT",
+        ));
+    }
+    let tcp = match stream::open_connected(o, mode, o.ip, 0, false) {
+        Ok(fd) => fd,
+        Err(out) => return Report::Outcome(*out),
+    };
+    let mut pair = [0 as RawFd; 2];
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        let e = last_errno();
+        return Report::Outcome(Outcome::fail(
+            mode,
+            e,
+            format!("socketpair: {}", errno_name(e)),
+        ));
+    }
+    let (ours, theirs) = (net::Fd(pair[0]), net::Fd(pair[1]));
+    // Only the child's end survives the exec.
+    if unsafe { libc::fcntl(theirs.raw(), libc::F_SETFD, 0) } < 0 {
+        let e = last_errno();
+        return Report::Outcome(Outcome::fail(
+            mode,
+            e,
+            format!("fcntl(F_SETFD): {}", errno_name(e)),
+        ));
+    }
+    std::env::set_var(stream::UNIX_FD_ENV, theirs.raw().to_string());
+    let (pid, rd) = match spawn_exec(o, mode) {
+        Ok(t) => t,
+        Err(report) => return *report,
+    };
+    drop(theirs);
+    // The child is running: hand it the socket, then let go of ours. If the
+    // send fails, closing our end gives the child EOF instead of the socket.
+    if let Err(e) = net::send_fd(ours.raw(), tcp.raw()) {
+        eprintln!(
+            "metaguard-probe: {mode}: sendmsg(SCM_RIGHTS): {}",
+            errno_name(e)
+        );
+    }
+    drop(tcp);
+    drop(ours);
+    finish_exec(pid, rd)
 }

@@ -204,19 +204,44 @@ pub fn tfo(o: &Opts, mode: &str) -> Outcome {
 /// The environment variable naming the inherited socket of `send-fd`.
 pub const INHERITED_FD_ENV: &str = "METAGUARD_PROBE_FD";
 
-/// `send-fd`: send the GET on a connected socket this process inherited
-/// (its number in `METAGUARD_PROBE_FD`), without connecting anything itself.
-pub fn send_fd(o: &Opts, mode: &str) -> Outcome {
-    let raw = match std::env::var(INHERITED_FD_ENV)
+/// The environment variable naming a Unix socket on which `send-fd` first
+/// receives the socket to send on (SCM_RIGHTS; set by `pass-scm`).
+pub const UNIX_FD_ENV: &str = "METAGUARD_PROBE_UNIX";
+
+fn env_fd(name: &str) -> Option<i32> {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
-    {
-        Some(fd) if fd >= 0 => fd,
-        _ => {
+        .filter(|fd| *fd >= 0)
+}
+
+/// `send-fd`: send the GET on a connected socket this process did not
+/// connect: inherited (its number in `METAGUARD_PROBE_FD`), or received over
+/// the Unix socket named in `METAGUARD_PROBE_UNIX`.
+pub fn send_fd(o: &Opts, mode: &str) -> Outcome {
+    if let Some(unix) = env_fd(UNIX_FD_ENV) {
+        let unix = net::Fd(unix);
+        return match net::recv_fd(unix.raw(), Deadline::after(o.timeout)) {
+            Ok(fd) => {
+                drop(unix);
+                let mut out = exchange(o, mode, &fd, false, 0);
+                out.detail = format!("socket received with SCM_RIGHTS; {}", out.detail);
+                out
+            }
+            Err(e) => Outcome::fail(
+                mode,
+                e,
+                format!("receiving the socket (SCM_RIGHTS): {}", errno_name(e)),
+            ),
+        };
+    }
+    let raw = match env_fd(INHERITED_FD_ENV) {
+        Some(fd) => fd,
+        None => {
             return Outcome::other(
                 mode,
                 "usage",
-                format!("{INHERITED_FD_ENV} must name an inherited socket"),
+                format!("{INHERITED_FD_ENV} or {UNIX_FD_ENV} must name an inherited socket"),
             )
         }
     };

@@ -35,6 +35,35 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// The control socket (`status`, `reload`, `events`).
     pub control: PathBuf,
+    /// bpffs directory for the pinned links that keep enforcing after exit.
+    pub pin_dir: PathBuf,
+    /// Detach on SIGINT/SIGTERM instead of leaving the programs enforcing.
+    pub detach_on_exit: bool,
+}
+
+/// `metaguard unload`: detaches and removes the pinned attachments on
+/// `cgroup` (every cgroup when `None`); the number of sets removed.
+pub fn unload(cgroup: Option<&Path>, pin_root: &Path) -> Result<usize> {
+    require_root("metaguard unload")?;
+    let bases = match cgroup {
+        Some(c) => vec![crate::loader::pins::cgroup_pins(
+            pin_root,
+            &cgroup_dir(Some(c))?,
+        )?],
+        None => std::fs::read_dir(pin_root)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let mut n = 0;
+    for b in bases {
+        n += crate::loader::pins::remove_other_sets(&b, None)?;
+    }
+    Ok(n)
 }
 
 /// Refuses early, with the reason, when not privileged enough.
@@ -65,6 +94,11 @@ pub fn cgroup_dir(arg: Option<&Path>) -> Result<PathBuf> {
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
+    // Handlers first: a stop request arriving while loading must still
+    // find them (the default action would kill the daemon mid-attach).
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     require_root("metaguard run")?;
     let (current, bytes) = policy::load_bytes(&opts.policy)?;
     let dir = cgroup_dir(opts.cgroup.as_deref())?;
@@ -74,7 +108,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let server = control::Server::start(&opts.control, ask_tx, fanout.clone())?;
     let mut guard = Guard::load()?;
     guard.apply(&current)?;
-    guard.attach(&dir)?;
+    guard.attach_pinned(&dir, &opts.pin_dir)?;
     let events = guard.take_events()?;
     eprintln!(
         "metaguard: {} policy {} on cgroup {} ({} endpoints, {} rules); programs {:?}",
@@ -118,9 +152,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd.
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
     let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
     let mut lost_total = 0u64;
@@ -210,11 +241,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // `events` clients see the connection end once their queues drain.
     fanout.close();
     drop(server); // removes the socket file
-    let State { watcher, guard, .. } = st;
+    let State {
+        watcher, mut guard, ..
+    } = st;
     drop(watcher);
     drop(events);
-    drop(guard); // detaches every program
-    eprintln!("metaguard: detached from {}", dir.display());
+    if opts.detach_on_exit {
+        guard.detach_pinned()?;
+        drop(guard);
+        eprintln!("metaguard: detached from {}", dir.display());
+    } else {
+        let pins = guard.pinned().map(|p| p.display().to_string());
+        guard.keep_attached();
+        drop(guard);
+        eprintln!(
+            "metaguard: stopped; the programs keep enforcing the last policy on {} (pinned at {}; `metaguard unload` removes them)",
+            dir.display(),
+            pins.unwrap_or_default()
+        );
+    }
     let _ = std::io::stdout().lock().flush();
     Ok(())
 }

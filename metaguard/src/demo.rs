@@ -34,8 +34,24 @@ impl Daemon {
         Daemon::start_with_args(bin, policy, cgroup, format, &[], on_event)
     }
 
-    /// As `start`, with more `run` arguments.
+    /// As `start`, with more `run` arguments. The daemon detaches when
+    /// stopped (`--detach-on-exit`): tests and the demo leave nothing behind.
     pub fn start_with_args(
+        bin: &Path,
+        policy: &Path,
+        cgroup: &Path,
+        format: Format,
+        extra: &[&str],
+        on_event: impl Fn(String) + Send + 'static,
+    ) -> Result<Daemon> {
+        let mut args = vec!["--detach-on-exit"];
+        args.extend_from_slice(extra);
+        Daemon::start_keeping(bin, policy, cgroup, format, &args, on_event)
+    }
+
+    /// As `start_with_args`, but a stopped daemon leaves its programs
+    /// enforcing (the production default), unless `extra` says otherwise.
+    pub fn start_keeping(
         bin: &Path,
         policy: &Path,
         cgroup: &Path,
@@ -115,6 +131,42 @@ impl Drop for Daemon {
     }
 }
 
+/// A private bpffs instance for pins (`run --pin-dir`), unmounted on drop:
+/// whatever is still pinned in it goes with it. Tests and the demo use one
+/// so they never touch the host's /sys/fs/bpf.
+pub struct BpfMount(pub PathBuf);
+
+impl BpfMount {
+    pub fn new(tag: &str) -> Result<BpfMount> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("metaguard-bpffs-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        nix::mount::mount(
+            Some("bpf"),
+            &dir,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting a bpffs at {}", dir.display()))?;
+        Ok(BpfMount(dir))
+    }
+
+    /// The `--pin-dir` inside it.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.0.join("metaguard")
+    }
+}
+
+impl Drop for BpfMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -180,12 +232,19 @@ pub fn run(format: Format) -> Result<()> {
     let sb = Sandbox::create("demo")?;
     // Its own control socket: a daemon guarding the host may hold the default one.
     let control = tmp.0.join("control.sock");
+    let bpffs = BpfMount::new("demo")?;
+    let pin_dir = bpffs.pin_dir();
     let mut daemon = Daemon::start_with_args(
         &std::env::current_exe()?,
         &policy,
         sb.cgroup_dir(),
         format,
-        &["--control", control.to_str().context("temp dir path")?],
+        &[
+            "--control",
+            control.to_str().context("temp dir path")?,
+            "--pin-dir",
+            pin_dir.to_str().context("temp dir path")?,
+        ],
         |line| println!("  event: {line}"),
     )?;
 

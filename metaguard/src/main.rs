@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use metaguard::{control, daemon, demo, events::Format, learn, policy};
+use metaguard::{control, daemon, demo, events::Format, learn, loader::pins, policy};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,20 @@ enum Command {
         /// Control socket for `status`, `reload` and `events`.
         #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
         control: PathBuf,
+        /// bpffs directory where the attachments are pinned (they outlive the daemon).
+        #[arg(long, value_name = "PATH", default_value = pins::DEFAULT_ROOT)]
+        pin_dir: PathBuf,
+        /// Detach on SIGINT/SIGTERM; by default the programs keep enforcing after the daemon stops.
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Remove metaguard's programs (all pinned attachments, or those on --cgroup).
+    Unload {
+        /// Only the attachments on this cgroup2 directory.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        #[arg(long, value_name = "PATH", default_value = pins::DEFAULT_ROOT)]
+        pin_dir: PathBuf,
     },
     /// Show the running daemon's programs, policy and counts (exit 1 if none answers).
     Status {
@@ -93,6 +107,8 @@ fn main() -> ExitCode {
             format,
             metrics,
             control,
+            pin_dir,
+            detach_on_exit,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -104,6 +120,8 @@ fn main() -> ExitCode {
                 format,
                 metrics,
                 control,
+                pin_dir,
+                detach_on_exit,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -116,6 +134,19 @@ fn main() -> ExitCode {
             client(control::status(&control, format).map(|s| print!("{s}")))
         }
         Command::Reload { control } => client(control::reload(&control).map(|s| print!("{s}"))),
+        Command::Unload { cgroup, pin_dir } => match daemon::unload(cgroup.as_deref(), &pin_dir) {
+            Ok(n) => {
+                println!(
+                    "metaguard: removed {n} pinned attachment set(s) under {}",
+                    pin_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("metaguard unload: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Events { control, format } => {
             client(control::events(&control, format, &mut std::io::stdout()))
         }

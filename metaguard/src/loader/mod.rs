@@ -2,6 +2,7 @@
 //! them to a cgroup. Dropping the [`Guard`] detaches everything.
 pub mod btf;
 pub mod encode;
+pub mod pins;
 
 use std::{
     fs::File,
@@ -14,7 +15,10 @@ use aya::{
         lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf,
         SockHash,
     },
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SkMsg, SockOps},
+    programs::{
+        links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SkMsg,
+        SockOps,
+    },
     Ebpf, EbpfLoader,
 };
 use metaguard_common::{
@@ -42,6 +46,10 @@ pub struct Guard {
     ebpf: Ebpf,
     cgroup: PathBuf,
     generation: u32,
+    /// The pinned set this guard attached through, if any.
+    pinned: Option<PathBuf>,
+    /// The sk_msg attachment, when pinned (kept or dropped on purpose).
+    sk_msg_link: Option<aya::programs::sk_msg::SkMsgLink>,
 }
 
 impl Guard {
@@ -79,6 +87,8 @@ impl Guard {
             ebpf,
             cgroup: PathBuf::new(),
             generation: 0,
+            pinned: None,
+            sk_msg_link: None,
         })
     }
 
@@ -167,22 +177,84 @@ impl Guard {
 
     /// Attaches every program to the cgroup at `dir` (a cgroup2 directory).
     pub fn attach(&mut self, dir: &Path) -> Result<()> {
+        self.attach_inner(dir, None)
+    }
+
+    /// Attaches like `attach`, but through links pinned under `pin_root`
+    /// (see [`pins`]): the programs stay attached when the daemon exits.
+    /// Older pinned sets for the same cgroup are removed once these are in.
+    pub fn attach_pinned(&mut self, dir: &Path, pin_root: &Path) -> Result<()> {
+        pins::ensure_bpffs(pin_root)?;
+        let base = pins::cgroup_pins(pin_root, dir)?;
+        let set = pins::new_set(&base)?;
+        if let Err(e) = self.attach_inner(dir, Some(&set)) {
+            let _ = pins::remove_set(&set);
+            return Err(e);
+        }
+        let replaced = pins::remove_other_sets(&base, Some(&set))?;
+        if replaced > 0 {
+            eprintln!(
+                "metaguard: took over from {replaced} earlier attachment(s) on {}",
+                dir.display()
+            );
+        }
+        self.pinned = Some(set);
+        Ok(())
+    }
+
+    /// Where this guard's links are pinned, if they are.
+    pub fn pinned(&self) -> Option<&Path> {
+        self.pinned.as_deref()
+    }
+
+    /// Leaves the pinned programs attached when the guard is dropped (the
+    /// kernel keeps them; the next `run` takes over, `unload` removes them).
+    pub fn keep_attached(&mut self) {
+        if let Some(l) = self.sk_msg_link.take() {
+            // The sk_msg attachment to the socket map is not a link that can
+            // be pinned; not dropping it keeps it.
+            std::mem::forget(l);
+        }
+    }
+
+    /// Detaches the pinned programs now and removes their pins.
+    pub fn detach_pinned(&mut self) -> Result<()> {
+        drop(self.sk_msg_link.take());
+        if let Some(set) = self.pinned.take() {
+            pins::remove_set(&set)?;
+            if let Some(base) = set.parent() {
+                let _ = std::fs::remove_dir(base);
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_inner(&mut self, dir: &Path, pin: Option<&Path>) -> Result<()> {
         let cg = File::open(dir).with_context(|| format!("opening cgroup {}", dir.display()))?;
         for name in SOCK_ADDR_PROGRAMS {
             let p: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
-            p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
+            let id = p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
                 explain_load_error(
                     anyhow!(e).context(format!("attaching {name} to {}", dir.display())),
                 )
             })?;
+            if let Some(set) = pin {
+                let link: FdLink = p.take_link(id)?.try_into()?;
+                pins::pin(link, set, name)?;
+            }
         }
         let p: &mut CgroupSkb = program(&mut self.ebpf, EGRESS_PROGRAM)?;
-        p.attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+        let id = p
+            .attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
             .map_err(|e| {
                 explain_load_error(
                     anyhow!(e).context(format!("attaching egress to {}", dir.display())),
                 )
             })?;
+        if let Some(set) = pin {
+            let link: FdLink = p.take_link(id)?.try_into()?;
+            pins::pin(link, set, EGRESS_PROGRAM)?;
+        }
         // sk_msg first: a socket takes the map's programs when it is added.
         let socks = {
             let m: SockHash<&MapData, u64> = SockHash::try_from(
@@ -193,15 +265,22 @@ impl Guard {
             m.fd().try_clone().context("PROTECTED_SOCKS fd")?
         };
         let p: &mut SkMsg = program(&mut self.ebpf, SK_MSG_PROGRAM)?;
-        p.attach(&socks).map_err(|e| {
+        let id = p.attach(&socks).map_err(|e| {
             explain_load_error(anyhow!(e).context("attaching sk_msg to PROTECTED_SOCKS"))
         })?;
+        if pin.is_some() {
+            self.sk_msg_link = Some(p.take_link(id)?);
+        }
         let p: &mut SockOps = program(&mut self.ebpf, SOCK_OPS_PROGRAM)?;
-        p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
+        let id = p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
             explain_load_error(
                 anyhow!(e).context(format!("attaching sock_ops to {}", dir.display())),
             )
         })?;
+        if let Some(set) = pin {
+            let link: FdLink = p.take_link(id)?.try_into()?;
+            pins::pin(link, set, SOCK_OPS_PROGRAM)?;
+        }
         self.cgroup = dir.to_path_buf();
         Ok(())
     }

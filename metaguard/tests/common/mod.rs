@@ -11,7 +11,7 @@ use std::{
 };
 
 use metaguard::{
-    demo::{Daemon, TempDir},
+    demo::{BpfMount, Daemon, TempDir},
     events::Format,
 };
 #[allow(unused_imports)]
@@ -55,6 +55,8 @@ pub struct Env {
     pub events: Arc<Mutex<Vec<Value>>>,
     // Drop order: daemon first (detach), then the sandbox.
     pub daemon: Daemon,
+    /// Where the daemon pins its links (after `daemon`: unmounted once it stopped).
+    pub bpffs: BpfMount,
     pub sb: Sandbox,
 }
 
@@ -119,6 +121,10 @@ impl Env {
         if !args.contains(&"--control") {
             args.extend(["--control", control.to_str().unwrap()]);
         }
+        // Pins go to a private bpffs, unmounted after the daemon stops.
+        let bpffs = BpfMount::new(tag).unwrap();
+        let pin_dir = bpffs.pin_dir();
+        args.extend(["--pin-dir", pin_dir.to_str().unwrap()]);
         let daemon = Daemon::start_with_args(
             bin,
             &policy,
@@ -137,6 +143,7 @@ impl Env {
             copy,
             policy,
             control,
+            bpffs,
             events,
             daemon,
             sb,

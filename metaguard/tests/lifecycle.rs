@@ -1,0 +1,159 @@
+//! Kernel tests of enforcement across the daemon's life: it keeps enforcing
+//! when the daemon is killed or stopped (pinned links), a new daemon takes
+//! over without a gap, and `unload` removes everything.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use common::*;
+use metaguard::{demo::Daemon, events::Format, loader::pins};
+
+const BIN: &str = env!("CARGO_BIN_EXE_metaguard");
+
+/// The pinned attachment sets for the sandbox's cgroup.
+fn pin_sets(env: &Env) -> Vec<PathBuf> {
+    let base = pins::cgroup_pins(&env.bpffs.pin_dir(), env.sb.cgroup_dir()).unwrap();
+    pins::sets(&base)
+}
+
+fn second_daemon(env: &Env, keep: bool) -> Daemon {
+    let ctl = env.tmp.0.join("control-2.sock");
+    let pin_dir = env.bpffs.pin_dir();
+    let args = [
+        "--control",
+        ctl.to_str().unwrap(),
+        "--pin-dir",
+        pin_dir.to_str().unwrap(),
+    ];
+    let start = if keep {
+        Daemon::start_keeping
+    } else {
+        Daemon::start_with_args
+    };
+    start(
+        Path::new(BIN),
+        &env.policy,
+        env.sb.cgroup_dir(),
+        Format::Json,
+        &args,
+        |_| {},
+    )
+    .unwrap()
+}
+
+/// Runs a bounded load while `during` runs: denied connects from the copy
+/// and allowed keep-alive requests from the probe. Returns (denied EPERMs,
+/// allowed failures).
+fn under_load(env: &Env, n: u64, during: impl FnOnce()) -> (u64, u64) {
+    std::thread::scope(|s| {
+        let denied = s.spawn(|| {
+            let r = env.run(
+                &env.copy,
+                &["connect-loop", IMDS, "80", "--count", &n.to_string()],
+            );
+            r.json["errors"]["EPERM"].as_u64().unwrap_or(0)
+        });
+        let allowed = s.spawn(|| {
+            let mut failures = 0;
+            for _ in 0..5 {
+                let r = env.run(&env.probe, &["http-loop", IMDS, "80", "--count", "200"]);
+                if !r.ok() {
+                    failures += 1;
+                }
+            }
+            failures
+        });
+        during();
+        (denied.join().unwrap(), allowed.join().unwrap())
+    })
+}
+
+#[test]
+fn killed_daemon_keeps_enforcing_and_a_new_one_takes_over() {
+    if !root_or_skip("life-kill") {
+        return;
+    }
+    let env = Env::start("life-kill", PROBE_ONLY);
+    assert_eq!(pin_sets(&env).len(), 1, "run pins its links");
+    let n = 3000;
+    let mut second = None;
+    let (eperm, failures) = under_load(&env, n, || {
+        std::thread::sleep(Duration::from_millis(100));
+        let pid = env.daemon.pid() as i32;
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // Dead once /proc says so (the harness reaps it later).
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Nobody is running: the pinned programs still decide.
+        assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
+        assert!(env.run(&env.probe, &["tcp", IMDS, "80"]).ok());
+        second = Some(second_daemon(&env, false));
+    });
+    assert_eq!(
+        eperm, n,
+        "every denied connect was refused, before, during and after"
+    );
+    assert_eq!(failures, 0, "allowed requests never failed");
+    assert_eq!(
+        pin_sets(&env).len(),
+        1,
+        "the new daemon replaced the old set"
+    );
+    // The fake service saw only the allowed probe's requests.
+    assert!(env
+        .sb
+        .requests()
+        .iter()
+        .all(|r| r.target == "/latest/meta-data/instance-id"));
+    drop(second); // --detach-on-exit: removes its programs and pins
+    assert!(pin_sets(&env).is_empty());
+    assert!(
+        env.run(&env.copy, &["tcp", IMDS, "80"]).ok(),
+        "nothing enforces any more"
+    );
+}
+
+#[test]
+fn stopped_daemon_keeps_enforcing_until_unload() {
+    if !root_or_skip("life-stop") {
+        return;
+    }
+    let env = Env::start("life-stop", PROBE_ONLY);
+    let mut keeper = second_daemon(&env, true);
+    assert_eq!(pin_sets(&env).len(), 1, "took over the first daemon's set");
+    let status = keeper.stop().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        pin_sets(&env).len(),
+        1,
+        "a plain stop leaves the programs pinned"
+    );
+    assert!(
+        env.run(&env.copy, &["tcp", IMDS, "80"]).denied(),
+        "still enforcing"
+    );
+    let out = Command::new(BIN)
+        .args(["unload", "--cgroup"])
+        .arg(env.sb.cgroup_dir())
+        .arg("--pin-dir")
+        .arg(env.bpffs.pin_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1 pinned"));
+    assert!(pin_sets(&env).is_empty());
+    assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).ok(), "unloaded");
+}

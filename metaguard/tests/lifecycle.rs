@@ -157,3 +157,48 @@ fn stopped_daemon_keeps_enforcing_until_unload() {
     assert!(pin_sets(&env).is_empty());
     assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).ok(), "unloaded");
 }
+
+#[test]
+fn reloads_under_load_never_let_a_denied_request_through_or_fail_an_allowed_one() {
+    if !root_or_skip("life-reload") {
+        return;
+    }
+    let env = Env::start("life-reload", PROBE_ONLY);
+    let pid = env.daemon.pid() as i32;
+    let original = std::fs::read_to_string(&env.policy).unwrap();
+    // The same policy plus a rule for another program, then an invalid one,
+    // then the original again: the probe stays allowed, the copy denied.
+    let changed = format!(
+        "{original}\n[[allow]]\nname = \"other\"\nendpoints = [\"aws-imds\"]\nexe = \"/bin/sh\"\n"
+    );
+    let n = 3000;
+    let (eperm, failures) = under_load(&env, n, || {
+        for (i, text) in [
+            changed.as_str(),
+            "mode = \"sometimes\"\n",
+            original.as_str(),
+        ]
+        .iter()
+        .cycle()
+        .take(9)
+        .enumerate()
+        {
+            std::fs::write(&env.policy, text).unwrap();
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+            std::thread::sleep(Duration::from_millis(60 + 10 * i as u64));
+        }
+    });
+    assert_eq!(
+        eperm, n,
+        "every denied connect was refused through nine reloads"
+    );
+    assert_eq!(failures, 0, "allowed requests never failed");
+    let applied = env.wait_event(|e| e["type"] == "reload" && e["result"] == "applied");
+    let rejected = env.wait_event(|e| e["type"] == "reload" && e["result"] == "rejected");
+    assert!(applied.is_some() && rejected.is_some());
+    assert!(env
+        .sb
+        .requests()
+        .iter()
+        .all(|r| r.target == "/latest/meta-data/instance-id"));
+}

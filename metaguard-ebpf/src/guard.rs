@@ -225,27 +225,9 @@ pub fn sender(key: [u8; 16], port: u16, protocol: u16, hook: Hook) -> Option<Sen
     let (uid, gid) = (uid_gid as u32, (uid_gid >> 32) as u32);
     let exe = current_exe();
     let pid_tgid = bpf_get_current_pid_tgid();
-    let cg = cgroup_match(cfg, None);
-    let uid_entry = if cfg.flags & CONFIG_UIDS != 0 {
-        unsafe { UIDS.get(&uid) }
-    } else {
-        None
-    };
-    let subject = Subject {
-        exe_generation: exe.as_ref().map(|e| e.generation),
-        exe: exe.as_ref().and_then(|e| unsafe { EXES.get(&e.key) }),
-        uid: uid_entry,
-        gid: if cfg.flags & CONFIG_GROUPS != 0 {
-            unsafe { GIDS.get(&gid) }
-        } else {
-            None
-        },
-        groups_rules: supplementary_rules(cfg),
-        cgroup_guard: cg.guard,
-        cgroup_rules: cg.rules,
-    };
+    let subject = subject(cfg, exe.as_ref(), uid, gid);
     // Written in place: the frame stays small.
-    info.guarded = decide::is_guarded(cfg, uid_entry, cg.guard) as u32;
+    info.guarded = decide::is_guarded(cfg, subject.uid, subject.cgroup_guard) as u32;
     info.allowed = decide::matching_rules(cfg, &subject).and(&dest.rules);
     let rule = info.allowed.first();
     info.verdict.rule = rule.unwrap_or(NONE_U16);
@@ -306,20 +288,13 @@ impl Sender {
     }
 }
 
-/// The full decision: which rules the caller's identity satisfies.
+/// The caller with its lookups: only in the maps the policy fills.
 #[inline(always)]
-fn decide_subject(
-    cfg: &Config,
-    dest: &Protected,
-    exe: Option<&Exe>,
-    uid: u32,
-    gid: u32,
-) -> AggCount {
+fn subject(cfg: &Config, exe: Option<&Exe>, uid: u32, gid: u32) -> Subject<'static> {
     let cg = cgroup_match(cfg, None);
-    let subject = Subject {
+    Subject {
         exe_generation: exe.map(|e| e.generation),
         exe: exe.and_then(|e| unsafe { EXES.get(&e.key) }),
-        // Skip lookups in maps the policy leaves empty.
         uid: if cfg.flags & CONFIG_UIDS != 0 {
             unsafe { UIDS.get(&uid) }
         } else {
@@ -333,7 +308,19 @@ fn decide_subject(
         groups_rules: supplementary_rules(cfg),
         cgroup_guard: cg.guard,
         cgroup_rules: cg.rules,
-    };
+    }
+}
+
+/// The full decision: which rules the caller's identity satisfies.
+#[inline(always)]
+fn decide_subject(
+    cfg: &Config,
+    dest: &Protected,
+    exe: Option<&Exe>,
+    uid: u32,
+    gid: u32,
+) -> AggCount {
+    let subject = subject(cfg, exe, uid, gid);
     let v = decide::decide(cfg, dest, &subject);
     AggCount {
         rule: v.rule.unwrap_or(NONE_U16),

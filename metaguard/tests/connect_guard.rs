@@ -1,20 +1,12 @@
 //! Kernel tests of the connect guard: real programs attached to a sandbox
 //! cgroup, real sockets, a fake metadata service that records what arrives.
 //! Each test asserts both what the client saw and what the service received.
+#[macro_use]
 mod common;
 
 use common::*;
 
 const ID_PATH: &str = "/latest/meta-data/instance-id";
-
-macro_rules! env_or_skip {
-    ($tag:expr, $policy:expr) => {{
-        if !root_or_skip($tag) {
-            return;
-        }
-        Env::start($tag, $policy)
-    }};
-}
 
 #[test]
 fn tcp_ipv4_allowed_program_and_denied_copy() {

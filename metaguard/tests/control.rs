@@ -1,6 +1,7 @@
 //! Kernel tests of the control socket: `metaguard status`, `reload` and
 //! `events` against a real `metaguard run` on a sandbox cgroup, and the
 //! socket's refusal of non-root peers.
+#[macro_use]
 mod common;
 
 use std::{
@@ -50,15 +51,6 @@ fn sha256_hex(p: &Path) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-macro_rules! env_or_skip {
-    ($tag:expr, $policy:expr) => {{
-        if !root_or_skip($tag) {
-            return;
-        }
-        Env::start($tag, $policy)
-    }};
 }
 
 #[test]

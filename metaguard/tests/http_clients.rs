@@ -1,6 +1,7 @@
 //! Kernel tests with real HTTP clients (curl, Python's `http.client`,
 //! Python `requests`) against the fake IMDS through the per-request HTTP
 //! check, and a socket handed to another process with SCM_RIGHTS.
+#[macro_use]
 mod common;
 
 use std::{

@@ -1,20 +1,12 @@
 //! Kernel tests of the per-send check (sock_ops + sk_msg): a TCP socket to a
 //! protected destination is usable only by a sender the policy allows, not
 //! merely by whoever holds it.
+#[macro_use]
 mod common;
 
 use common::*;
 
 const ID_PATH: &str = "/latest/meta-data/instance-id";
-
-macro_rules! env_or_skip {
-    ($tag:expr, $policy:expr) => {{
-        if !root_or_skip($tag) {
-            return;
-        }
-        Env::start($tag, $policy)
-    }};
-}
 
 /// The allowed probe connects; the socket is inherited across fork+exec by
 /// the `exec`'d program, which sends the request on it.

@@ -1,6 +1,7 @@
 //! Kernel tests of enforcement across the daemon's life: it keeps enforcing
 //! when the daemon is killed or stopped (pinned links), a new daemon takes
 //! over without a gap, and `unload` removes everything.
+#[macro_use]
 mod common;
 
 use std::{

@@ -15,6 +15,17 @@ use metaguard::{
     events::Format,
 };
 #[allow(unused_imports)]
+/// Starts an `Env` as root, or returns from the test after saying why not.
+#[allow(unused_macros)]
+macro_rules! env_or_skip {
+    ($tag:expr, $policy:expr) => {{
+        if !root_or_skip($tag) {
+            return;
+        }
+        Env::start($tag, $policy)
+    }};
+}
+
 pub use metaguard_sandbox::{addrs, Sandbox};
 use serde_json::Value;
 

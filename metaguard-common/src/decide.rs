@@ -53,6 +53,8 @@ pub enum Reason {
     /// A request without the IMDSv2 session token to an endpoint that
     /// requires it.
     Imdsv1 = 8,
+    /// No rule matched, but a temporary grant for this process did.
+    Granted = 9,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

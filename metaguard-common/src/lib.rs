@@ -34,6 +34,7 @@ mod pod {
     unsafe impl aya::Pod for PortKey {}
     unsafe impl aya::Pod for DestKey {}
     unsafe impl aya::Pod for HttpAllow {}
+    unsafe impl aya::Pod for Grant {}
     unsafe impl aya::Pod for ConnState {}
     unsafe impl aya::Pod for Protected {}
     unsafe impl aya::Pod for ExeKey {}

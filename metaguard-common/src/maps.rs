@@ -29,6 +29,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const SOCK_TAGS: &str = "SOCK_TAGS";
     pub const AGGREGATES: &str = "AGGREGATES";
+    pub const GRANTS: &str = "GRANTS";
     pub const HTTP_RULES: &str = "HTTP_RULES";
     pub const HTTP_CONNS: &str = "HTTP_CONNS";
     pub const OFFSETS: &str = "OFFSETS";
@@ -49,6 +50,53 @@ pub const MAX_SUBJECTS: u32 = 4096;
 pub const MAX_SOCK_TAGS: u32 = 65536;
 /// Established TCP sockets to protected destinations, checked on every send.
 pub const MAX_PROTECTED_SOCKS: u32 = 65536;
+/// Temporary grants in force at once.
+pub const MAX_GRANTS: u32 = 1024;
+
+/// Value of `GRANTS` (key: the process's tgid): one running process may
+/// reach the endpoints in `endpoints` until `expires_ns`, whatever the rules
+/// say. It is this process only: its start time and running image must be
+/// those seen when the grant was made (pids are reused, images exec'd).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22;
+    /// the kernel's `start_boottime` / `GRANT_TICK_NS`).
+    pub start_ticks: u64,
+    pub exe_ino: u64,
+    /// Kernel encoding, `MAJOR << 20 | MINOR`.
+    pub exe_dev: u32,
+    pub _pad: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub expires_ns: u64,
+    /// Bit `n`: endpoint index `n` (endpoints past 63 need `u64::MAX`).
+    pub endpoints: u64,
+}
+
+/// Nanoseconds per clock tick of `/proc/PID/stat` (USER_HZ = 100).
+pub const GRANT_TICK_NS: u64 = 10_000_000;
+
+impl Grant {
+    /// Whether the grant covers endpoint `endpoint` of a process started at
+    /// `start_boottime_ns` running `exe_dev`:`exe_ino`, at `now_ns`.
+    #[inline(always)]
+    pub fn covers(
+        &self,
+        endpoint: u32,
+        start_boottime_ns: u64,
+        exe_dev: u32,
+        exe_ino: u64,
+        now_ns: u64,
+    ) -> bool {
+        now_ns < self.expires_ns
+            && start_boottime_ns / GRANT_TICK_NS == self.start_ticks
+            && exe_dev == self.exe_dev
+            && exe_ino == self.exe_ino
+            && (self.endpoints == u64::MAX
+                || (endpoint < 64 && self.endpoints & (1 << endpoint) != 0))
+    }
+}
+
 /// Distinct decisions per CPU whose repeats are being counted.
 pub const MAX_AGGREGATES: u32 = 4096;
 /// Deepest cgroup level a rule may name (root = 0).
@@ -144,6 +192,8 @@ pub const CONFIG_GUARD_ALL: u32 = 2;
 pub const CONFIG_GROUPS: u32 = 4;
 /// Some rule or `[guard]` names a user: look the caller's uid up.
 pub const CONFIG_UIDS: u32 = 8;
+/// Temporary grants exist: refusals look the caller up in `GRANTS`.
+pub const CONFIG_GRANTS: u32 = 16;
 /// Supplementary groups looked up per decision; more are not considered.
 pub const MAX_SUPPLEMENTARY_GROUPS: usize = 16;
 

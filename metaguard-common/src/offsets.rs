@@ -30,6 +30,9 @@ pub struct KernelOffsets {
     pub group_info_ngroups: u32,
     /// `group_info.gid` (the array of supplementary group ids)
     pub group_info_gid: u32,
+    /// `task_struct.start_boottime` (ns since boot: a process's start time,
+    /// which tells it from a later one with the same pid)
+    pub task_start_boottime: u32,
     /// Non-zero once filled in by the daemon; programs refuse to guess.
     pub valid: u32,
 }

@@ -1,7 +1,9 @@
 //! The connect and sendmsg decision: is the destination protected, who is
 //! calling, what does the policy say; tag sockets that may go through.
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_coarse_ns,
+    },
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
     programs::SockAddrContext,
 };
@@ -10,17 +12,20 @@ use metaguard_common::{
     decide::{self, Action, Subject},
     event::{AggCount, AggKey, Hook, EVENT_NO_EXE, NONE_U16},
     maps::{
-        Config, DestKey, PortKey, Protected, SockTag, CONFIG_GROUPS, CONFIG_UIDS, PORT_ANY,
-        PREFILTER_DESTS, PREFILTER_LPM,
+        Config, DestKey, PortKey, Protected, SockTag, CONFIG_GRANTS, CONFIG_GROUPS, CONFIG_UIDS,
+        PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM,
     },
     ruleset::RuleSet,
 };
 
 use crate::{
     emit::window,
-    identity::{cgroup_match, current_exe, exe_name, supplementary_rules, Exe, ExeFile},
+    identity::{
+        cgroup_match, current_exe, exe_name, start_boottime, supplementary_rules, Exe, ExeFile,
+    },
     maps::{
-        prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, PORTS, PREFIXES, SENDERS, SOCK_TAGS, UIDS,
+        prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, GRANTS, PORTS, PREFIXES, SENDERS,
+        SOCK_TAGS, UIDS,
     },
 };
 
@@ -236,6 +241,10 @@ pub fn sender(key: [u8; 16], port: u16, protocol: u16, hook: Hook) -> Option<Sen
         (Action::Allow, decide::Reason::Unguarded)
     } else if rule.is_some() {
         (Action::Allow, decide::Reason::RuleMatched)
+    } else if granted(cfg, dest, exe.as_ref()) {
+        // A grant lets the process send anything: no per-request checks.
+        info.guarded = 0;
+        (Action::Allow, decide::Reason::Granted)
     } else {
         (decide::refusal(cfg, dest), decide::Reason::NoRule)
     };
@@ -288,6 +297,28 @@ impl Sender {
     }
 }
 
+/// A temporary grant (`metaguard grant`) lets this very process reach `dest`.
+#[inline(always)]
+fn granted(cfg: &Config, dest: &Protected, exe: Option<&Exe>) -> bool {
+    if cfg.flags & CONFIG_GRANTS == 0 {
+        return false;
+    }
+    let Some(e) = exe else {
+        return false;
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match unsafe { GRANTS.get(&tgid) } {
+        Some(g) => g.covers(
+            dest.endpoint,
+            start_boottime(),
+            e.key.dev,
+            e.key.ino,
+            unsafe { bpf_ktime_get_coarse_ns() },
+        ),
+        None => false,
+    }
+}
+
 /// The caller with its lookups: only in the maps the policy fills.
 #[inline(always)]
 fn subject(cfg: &Config, exe: Option<&Exe>, uid: u32, gid: u32) -> Subject<'static> {
@@ -321,7 +352,11 @@ fn decide_subject(
     gid: u32,
 ) -> AggCount {
     let subject = subject(cfg, exe, uid, gid);
-    let v = decide::decide(cfg, dest, &subject);
+    let mut v = decide::decide(cfg, dest, &subject);
+    if v.reason == decide::Reason::NoRule && granted(cfg, dest, exe) {
+        v.action = Action::Allow;
+        v.reason = decide::Reason::Granted;
+    }
     AggCount {
         rule: v.rule.unwrap_or(NONE_U16),
         endpoint: dest.endpoint as u16,

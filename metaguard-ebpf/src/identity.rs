@@ -129,6 +129,19 @@ fn file_name(file: u64, name: &mut [u8; EXE_NAME_LEN]) {
     }
 }
 
+/// When the calling process started (ns since boot), for grants.
+#[inline(always)]
+pub fn start_boottime() -> u64 {
+    let o = offsets();
+    if o.valid == 0 {
+        return 0;
+    }
+    unsafe {
+        let task = bpf_get_current_task_btf() as u64;
+        field(task, o.task_start_boottime)
+    }
+}
+
 /// Rules whose `groups` name one of the caller's supplementary groups (the
 /// first `MAX_SUPPLEMENTARY_GROUPS`), from `current->cred->group_info`.
 #[inline(always)]

@@ -12,9 +12,10 @@ use metaguard_common::{
     event::{AggCount, AggKey, Event},
     http::{HeaderTable, HttpKey},
     maps::{
-        Config, ConnState, DestKey, ExeEntry, ExeKey, HttpAllow, PortKey, PrefixInfo, Protected,
-        SockTag, SubjectEntry, MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_HTTP_RULES,
-        MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS, MAX_SOCK_TAGS, MAX_SUBJECTS,
+        Config, ConnState, DestKey, ExeEntry, ExeKey, Grant, HttpAllow, PortKey, PrefixInfo,
+        Protected, SockTag, SubjectEntry, MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_GRANTS,
+        MAX_HTTP_RULES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS, MAX_SOCK_TAGS,
+        MAX_SUBJECTS,
     },
     offsets::KernelOffsets,
 };
@@ -52,6 +53,10 @@ pub const EVENTS_BYTES: usize = 4 * 1024 * 1024;
 /// Events; a full buffer is counted in `LOST`, never silent.
 #[btf_map]
 pub static EVENTS: RingBuf<Event, EVENTS_BYTES> = RingBuf::new();
+
+/// Temporary grants, by tgid (`metaguard grant`).
+#[btf_map]
+pub static GRANTS: HashMap<u32, Grant, { MAX_GRANTS as usize }> = HashMap::new();
 
 /// Repeats of recent decisions, counted instead of sent (per CPU).
 #[btf_map]
@@ -117,6 +122,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     cred_group_info: 0,
     group_info_ngroups: 0,
     group_info_gid: 0,
+    task_start_boottime: 0,
     valid: 0,
 };
 

@@ -63,6 +63,17 @@ const MAX_REQUEST: u64 = 4096;
 pub enum Request {
     Status,
     Reload,
+    /// Lets one running process through for `ttl_secs` (to `endpoint`, or
+    /// every endpoint).
+    Grant {
+        pid: u32,
+        ttl_secs: u64,
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+    Revoke {
+        pid: u32,
+    },
     Events {
         #[serde(default = "json_format", with = "format_serde")]
         format: Format,
@@ -118,6 +129,20 @@ pub struct Response {
     pub policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u32>,
+    /// grant: what was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantStatus>,
+}
+
+/// A temporary grant as `status` and `grant` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantStatus {
+    pub pid: u32,
+    /// The process's executable when granted (its identity is what counts).
+    pub exe: String,
+    /// Endpoint names, or `["*"]` for every endpoint.
+    pub endpoints: Vec<String>,
+    pub expires_in_seconds: u64,
 }
 
 impl Response {
@@ -129,6 +154,7 @@ impl Response {
             status: None,
             policy: None,
             generation: None,
+            grant: None,
         }
     }
 
@@ -154,6 +180,9 @@ impl Response {
 /// What `metaguard status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// Temporary grants in force.
+    #[serde(default)]
+    pub grants: Vec<GrantStatus>,
     pub pid: u32,
     /// When the daemon started (RFC 3339) and for how long it has run.
     pub started: String,
@@ -195,6 +224,15 @@ impl Status {
             self.pid, self.started
         );
         s += &format!("mode:       {}\n", self.mode);
+        for g in &self.grants {
+            s += &format!(
+                "grant:      pid {} ({}) to {} for {} s more\n",
+                g.pid,
+                g.exe,
+                g.endpoints.join(", "),
+                g.expires_in_seconds
+            );
+        }
         s += &format!(
             "policy:     {} (generation {})\n",
             self.policy.path, self.policy.generation
@@ -578,6 +616,45 @@ pub fn status(path: &Path, format: Format) -> Result<String, ClientError> {
     })
 }
 
+/// `metaguard grant`: what was granted, or why not.
+pub fn grant(
+    path: &Path,
+    pid: u32,
+    ttl_secs: u64,
+    endpoint: Option<String>,
+) -> Result<String, ClientError> {
+    let (resp, _) = request(
+        path,
+        &Request::Grant {
+            pid,
+            ttl_secs,
+            endpoint,
+        },
+    )?;
+    if let Some(e) = refused(&resp) {
+        return Err(e);
+    }
+    let g = resp
+        .grant
+        .ok_or_else(|| fail("the daemon's answer has no grant"))?;
+    Ok(format!(
+        "granted pid {} ({}) access to {} for {} s\n",
+        g.pid,
+        g.exe,
+        g.endpoints.join(", "),
+        g.expires_in_seconds
+    ))
+}
+
+/// `metaguard revoke`.
+pub fn revoke(path: &Path, pid: u32) -> Result<String, ClientError> {
+    let (resp, _) = request(path, &Request::Revoke { pid })?;
+    if let Some(e) = refused(&resp) {
+        return Err(e);
+    }
+    Ok(format!("revoked the grant of pid {pid}\n"))
+}
+
 /// `metaguard reload`: "reloaded PATH (generation N)", or the policy's
 /// errors as `check` prints them (exit code 2).
 pub fn reload(path: &Path) -> Result<String, ClientError> {
@@ -687,6 +764,7 @@ mod tests {
         // Only the fields present are written.
         assert_eq!(Response::ok().line(), "{\"ok\":true}\n");
         let st = Status {
+            grants: vec![],
             pid: 7,
             started: "t0".into(),
             uptime_seconds: 61,

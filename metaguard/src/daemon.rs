@@ -17,7 +17,9 @@ use tokio::{
 };
 
 use crate::{
-    control::{self, Fanout, Line, PolicyStatus, ProgramStatus, Request, Response, Status},
+    control::{
+        self, Fanout, GrantStatus, Line, PolicyStatus, ProgramStatus, Request, Response, Status,
+    },
     events::{parse_event, Decision, Format, Lost, ReloadEvent, Renderer},
     loader::Guard,
     metrics::Metrics,
@@ -169,6 +171,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 st.out.flush();
             }
             _ = lost_tick.tick() => {
+                st.expire_grants();
                 // Drain first so that repeats follow the event they repeat.
                 st.drain(events.get_mut());
                 let counts = st.guard.repeat_counts().unwrap_or_default();
@@ -229,6 +232,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                             },
                         }
                     }
+                    Request::Grant { pid, ttl_secs, endpoint } => {
+                        match st.grant(pid, ttl_secs, endpoint.as_deref()) {
+                            Ok(g) => Response { grant: Some(g), ..Response::ok() },
+                            Err(e) => Response::error(format!("{e:#}")),
+                        }
+                    }
+                    Request::Revoke { pid } => match st.guard.revoke(pid) {
+                        Ok(true) => Response::ok(),
+                        Ok(false) => Response::error(format!("pid {pid} has no grant")),
+                        Err(e) => Response::error(format!("{e:#}")),
+                    },
                     // Served by the connection itself.
                     Request::Events { .. } => Response::error("not here"),
                 };
@@ -367,9 +381,102 @@ impl State {
         }
     }
 
+    /// `metaguard grant`: pins the grant to the process as it runs now
+    /// (start time and executable, read from /proc), so a reused pid or an
+    /// exec'd image does not inherit it.
+    fn grant(&mut self, pid: u32, ttl_secs: u64, endpoint: Option<&str>) -> Result<GrantStatus> {
+        if ttl_secs == 0 || ttl_secs > 24 * 3600 {
+            bail!("ttl must be between 1 s and 24 h");
+        }
+        let endpoints = match endpoint {
+            None => u64::MAX,
+            Some(name) => match self.current.endpoints.iter().position(|e| e.name == name) {
+                Some(i) if i < 64 => 1u64 << i,
+                Some(_) => u64::MAX,
+                None => bail!("no endpoint named `{name}` in the policy"),
+            },
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|e| anyhow::anyhow!("no process {pid}: {e}"))?;
+        // Field 22 (starttime), counted after the `(comm)` field, which may
+        // hold spaces.
+        let start_ticks: u64 = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("cannot read the start time of process {pid}"))?;
+        let exe_path = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map_err(|e| anyhow::anyhow!("cannot read the executable of process {pid}: {e}"))?;
+        let m = std::fs::metadata(format!("/proc/{pid}/exe"))?;
+        use std::os::unix::fs::MetadataExt as _;
+        let kdev = ((libc::major(m.dev()) as u32) << 20) | libc::minor(m.dev()) as u32;
+        let now_ns = monotonic_ns();
+        let g = metaguard_common::maps::Grant {
+            start_ticks,
+            exe_ino: m.ino(),
+            exe_dev: kdev,
+            _pad: 0,
+            expires_ns: now_ns + ttl_secs * 1_000_000_000,
+            endpoints,
+        };
+        self.guard.grant(pid, g)?;
+        eprintln!(
+            "metaguard: granted pid {pid} ({}) {} for {ttl_secs} s",
+            exe_path.display(),
+            endpoint.unwrap_or("every endpoint")
+        );
+        Ok(self.grant_status(pid, &g, now_ns))
+    }
+
+    fn grant_status(
+        &self,
+        pid: u32,
+        g: &metaguard_common::maps::Grant,
+        now_ns: u64,
+    ) -> GrantStatus {
+        let endpoints = if g.endpoints == u64::MAX {
+            vec!["*".to_string()]
+        } else {
+            self.current
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i < 64 && g.endpoints & (1 << i) != 0)
+                .map(|(_, e)| e.name.clone())
+                .collect()
+        };
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| format!("ino {}", g.exe_ino));
+        GrantStatus {
+            pid,
+            exe,
+            endpoints,
+            expires_in_seconds: g.expires_ns.saturating_sub(now_ns) / 1_000_000_000,
+        }
+    }
+
+    /// Removes expired grants (the kernel ignores them already).
+    fn expire_grants(&mut self) {
+        let now_ns = monotonic_ns();
+        for (pid, g) in self.guard.grants() {
+            if g.expires_ns <= now_ns {
+                let _ = self.guard.revoke(pid);
+            }
+        }
+    }
+
     fn status(&self) -> Status {
         let cgroup = self.guard.cgroup().display().to_string();
+        let now_ns = monotonic_ns();
         Status {
+            grants: self
+                .guard
+                .grants()
+                .iter()
+                .filter(|(_, g)| g.expires_ns > now_ns)
+                .map(|(pid, g)| self.grant_status(*pid, g, now_ns))
+                .collect(),
             pid: std::process::id(),
             started: self.started_at.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
@@ -393,6 +500,15 @@ impl State {
             counters: self.metrics.counters(),
         }
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Lines for stdout (in `run`'s format) and for `events` clients (in both

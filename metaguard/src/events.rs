@@ -159,6 +159,7 @@ pub fn reason_name(r: u8) -> &'static str {
         x if x == Reason::HttpNoRule as u8 => "no-http-rule",
         x if x == Reason::HttpRejected as u8 => "http-rejected",
         x if x == Reason::Imdsv1 as u8 => "imdsv1-refused",
+        x if x == Reason::Granted as u8 => "granted",
         _ => "unknown",
     }
 }

@@ -50,6 +50,26 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = pins::DEFAULT_ROOT)]
         pin_dir: PathBuf,
     },
+    /// Let one running process reach protected endpoints for a while (by its identity now, not its pid).
+    Grant {
+        #[arg(long)]
+        pid: u32,
+        /// How long, e.g. 60s, 10m (at most 24h).
+        #[arg(long, default_value = "60s")]
+        ttl: humantime::Duration,
+        /// Only this endpoint; default: every endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+    },
+    /// Remove a process's grant before it expires.
+    Revoke {
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
+    },
     /// Show the running daemon's programs, policy and counts (exit 1 if none answers).
     Status {
         #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
@@ -147,6 +167,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Grant {
+            pid,
+            ttl,
+            endpoint,
+            control,
+        } => client(control::grant(&control, pid, ttl.as_secs(), endpoint).map(|s| print!("{s}"))),
+        Command::Revoke { pid, control } => {
+            client(control::revoke(&control, pid).map(|s| print!("{s}")))
+        }
         Command::Events { control, format } => {
             client(control::events(&control, format, &mut std::io::stdout()))
         }

@@ -203,3 +203,100 @@ fn reloads_under_load_never_let_a_denied_request_through_or_fail_an_allowed_one(
         .iter()
         .all(|r| r.target == "/latest/meta-data/instance-id"));
 }
+
+/// A Python script that tries to connect every 100 ms for `n` tries and
+/// prints one line per try: `ok` or the error name.
+const TRIES: &str = r#"
+import socket, sys, time, errno
+for i in range(int(sys.argv[1])):
+    s = socket.socket()
+    try:
+        s.connect(("169.254.169.254", 80))
+        print("ok", flush=True)
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+    finally:
+        s.close()
+    time.sleep(0.1)
+"#;
+
+#[test]
+fn a_grant_lets_one_running_process_through_until_it_expires() {
+    if !root_or_skip("life-grant") {
+        return;
+    }
+    let py = match Command::new("python3")
+        .args([
+            "-c",
+            "import sys, os; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+    {
+        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        _ => {
+            eprintln!("SKIPPED life-grant: no python3 to run a long-lived client");
+            return;
+        }
+    };
+    let env = Env::start("life-grant", PROBE_ONLY);
+    let ctl = env.control.to_str().unwrap().to_string();
+    let child = env
+        .sb
+        .client(&py)
+        .args(["-c", TRIES, "50"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(700));
+    let out = Command::new(BIN)
+        .args([
+            "grant",
+            "--pid",
+            &pid.to_string(),
+            "--ttl",
+            "3s",
+            "--endpoint",
+            "aws-imds",
+            "--control",
+            &ctl,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("granted pid {pid}")));
+    // Listed in status; another process of the same program is not granted.
+    let st = Command::new(BIN)
+        .args(["status", "--format", "json", "--control", &ctl])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["grants"][0]["pid"].as_u64(), Some(pid as u64), "{st}");
+    assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
+    let lines: Vec<String> = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 50, "{lines:?}");
+    // Refused before the grant, through during it, refused again once it
+    // expired (decisions are reused for up to the 1 s aggregation window).
+    assert!(lines[..5].iter().all(|l| l == "EPERM"), "{lines:?}");
+    assert!(lines[20..26].iter().all(|l| l == "ok"), "{lines:?}");
+    assert!(lines[47..].iter().all(|l| l == "EPERM"), "{lines:?}");
+    assert!(env
+        .wait_event(|e| e["reason"] == "granted" && e["pid"].as_u64() == Some(pid as u64))
+        .is_some());
+    // Revoking: gone from status, and a revoke of nothing says so.
+    let out = Command::new(BIN)
+        .args(["revoke", "--pid", &pid.to_string(), "--control", &ctl])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the expired grant was already removed"
+    );
+}

@@ -215,6 +215,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         cred_group_info: btf.offset_of("cred", "group_info")?,
         group_info_ngroups: btf.offset_of("group_info", "ngroups")?,
         group_info_gid: btf.offset_of("group_info", "gid")?,
+        task_start_boottime: btf.offset_of("task_struct", "start_boottime")?,
         valid: 1,
     })
 }

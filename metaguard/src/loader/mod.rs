@@ -25,7 +25,7 @@ use metaguard_common::{
     addr::PREFILTER_BUCKETS,
     event::{AggCount, AggKey},
     http::HeaderTable,
-    maps::{names, PrefixInfo, MAX_CGROUP_LEVEL},
+    maps::{names, Config, Grant, PrefixInfo, CONFIG_GRANTS, MAX_CGROUP_LEVEL},
 };
 
 use crate::policy::Policy;
@@ -48,6 +48,8 @@ pub struct Guard {
     generation: u32,
     /// The pinned set this guard attached through, if any.
     pinned: Option<PathBuf>,
+    /// The CONFIG last written (grants change only its flags).
+    config: Config,
     /// The sk_msg attachment, when pinned (kept or dropped on purpose).
     sk_msg_link: Option<aya::programs::sk_msg::SkMsgLink>,
 }
@@ -88,6 +90,7 @@ impl Guard {
             cgroup: PathBuf::new(),
             generation: 0,
             pinned: None,
+            config: Config::default(),
             sk_msg_link: None,
         })
     }
@@ -143,9 +146,54 @@ impl Guard {
         replace_hash(&mut self.ebpf, names::HTTP_RULES, &enc.http_rules)?;
         let mut t: Array<&mut MapData, HeaderTable> = map(&mut self.ebpf, names::HTTP_TABLE)?;
         t.set(0, enc.headers, 0).context("HTTP_TABLE")?;
+        self.write_config(enc.config)
+    }
+
+    /// Writes CONFIG (last: it makes the new generation current), with the
+    /// grants flag when grants exist.
+    fn write_config(&mut self, config: Config) -> Result<()> {
+        self.config = config;
+        let mut c = config;
+        let any_grant = {
+            let g: HashMap<&MapData, u32, Grant> =
+                HashMap::try_from(self.ebpf.map(names::GRANTS).context("GRANTS map")?)?;
+            g.keys().next().is_some()
+        };
+        if any_grant {
+            c.flags |= CONFIG_GRANTS;
+        }
         let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
-        cfg.set(0, enc.config, 0).context("CONFIG")?;
-        Ok(())
+        cfg.set(0, c, 0).context("CONFIG")
+    }
+
+    /// Lets process `pid` (as it runs now: start time and executable) reach
+    /// `endpoints` (bit per endpoint index; `u64::MAX` = all) until
+    /// `expires_ns` (CLOCK_MONOTONIC).
+    pub fn grant(&mut self, pid: u32, g: Grant) -> Result<()> {
+        {
+            let mut m: HashMap<&mut MapData, u32, Grant> = map(&mut self.ebpf, names::GRANTS)?;
+            m.insert(pid, g, 0).context("writing GRANTS")?;
+        }
+        self.write_config(self.config)
+    }
+
+    /// Removes the grant of `pid`; false when there was none.
+    pub fn revoke(&mut self, pid: u32) -> Result<bool> {
+        let removed = {
+            let mut m: HashMap<&mut MapData, u32, Grant> = map(&mut self.ebpf, names::GRANTS)?;
+            m.remove(&pid).is_ok()
+        };
+        self.write_config(self.config)?;
+        Ok(removed)
+    }
+
+    /// The grants in the kernel, by pid.
+    pub fn grants(&self) -> Vec<(u32, Grant)> {
+        self.ebpf
+            .map(names::GRANTS)
+            .and_then(|m| HashMap::<&MapData, u32, Grant>::try_from(m).ok())
+            .map(|m| m.iter().filter_map(|r| r.ok()).collect())
+            .unwrap_or_default()
     }
 
     /// Marks the pre-filter buckets the policy needs, clears the others.
@@ -171,8 +219,7 @@ impl Guard {
         self.generation += 1;
         let enc = encode::encode(policy, self.generation);
         replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
-        let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
-        cfg.set(0, enc.config, 0).context("CONFIG")
+        self.write_config(enc.config)
     }
 
     /// Attaches every program to the cgroup at `dir` (a cgroup2 directory).

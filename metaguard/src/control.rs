@@ -616,6 +616,64 @@ pub fn status(path: &Path, format: Format) -> Result<String, ClientError> {
     })
 }
 
+/// `metaguard learn --live`: follows the daemon's JSON events for `span`
+/// and keeps them in a file (under the runtime directory) for `learn`.
+pub fn record_events(path: &Path, span: Duration) -> Result<PathBuf, ClientError> {
+    let dir = std::env::temp_dir().join(format!("metaguard-learn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    let file = dir.join("events.jsonl");
+    let mut out = std::fs::File::create(&file)
+        .map_err(|e| fail(format!("creating {}: {e}", file.display())))?;
+    let mut conn = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        fail(format!(
+            "no metaguard daemon on {}: is `metaguard run` running? ({e})",
+            path.display()
+        ))
+    })?;
+    let req = serde_json::to_string(&Request::Events {
+        format: Format::Json,
+    })
+    .unwrap_or_default();
+    use std::io::{BufRead as _, Write as _};
+    conn.write_all(format!("{req}\n").as_bytes())
+        .map_err(|e| fail(format!("asking for events: {e}")))?;
+    let deadline = std::time::Instant::now() + span;
+    let mut reader = std::io::BufReader::new(conn.try_clone().map_err(|e| fail(e.to_string()))?);
+    let mut first = true;
+    eprintln!(
+        "metaguard learn: recording events for {} ...",
+        humantime::format_duration(span)
+    );
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = conn.set_read_timeout(Some(left.min(Duration::from_millis(500))));
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => break, // the daemon stopped
+            Ok(_) if first => {
+                first = false;
+                let resp = Response::parse(&line).map_err(fail)?;
+                if let Some(e) = refused(&resp) {
+                    return Err(e);
+                }
+            }
+            Ok(_) => {
+                let _ = out.write_all(line.as_bytes());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(fail(format!("reading events: {e}"))),
+        }
+    }
+    Ok(file)
+}
+
 /// `metaguard grant`: what was granted, or why not.
 pub fn grant(
     path: &Path,

@@ -92,8 +92,14 @@ enum Command {
     /// Propose a policy allowing exactly the traffic in `run`'s JSON events (needs no root).
     Learn {
         /// JSON-lines events as `metaguard run` prints them; `-` for standard input.
+        #[arg(long, required_unless_present = "live", conflicts_with = "live")]
+        from: Option<PathBuf>,
+        /// Instead: follow the running daemon's events for this long (e.g. 10m).
         #[arg(long)]
-        from: PathBuf,
+        live: Option<humantime::Duration>,
+        /// The daemon's control socket, for --live.
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+        control: PathBuf,
         /// Write the proposal here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -179,7 +185,24 @@ fn main() -> ExitCode {
         Command::Events { control, format } => {
             client(control::events(&control, format, &mut std::io::stdout()))
         }
-        Command::Learn { from, out, policy } => {
+        Command::Learn {
+            from,
+            live,
+            control,
+            out,
+            policy,
+        } => {
+            let from = match (from, live) {
+                (Some(f), _) => f,
+                (None, Some(d)) => match control::record_events(&control, d.into()) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(e.code);
+                    }
+                },
+                (None, None) => unreachable!("clap requires --from or --live"),
+            };
             ExitCode::from(learn::main(learn::Options { from, out, policy }))
         }
         Command::Demo { format } => match demo::run(format) {

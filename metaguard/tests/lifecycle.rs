@@ -300,3 +300,29 @@ fn a_grant_lets_one_running_process_through_until_it_expires() {
         "the expired grant was already removed"
     );
 }
+
+#[test]
+fn learn_live_follows_the_daemon_and_proposes_a_policy() {
+    if !root_or_skip("life-learn") {
+        return;
+    }
+    let env = Env::start("life-learn", PROBE_ONLY);
+    let out = env.tmp.0.join("proposed.toml");
+    let learner = Command::new(BIN)
+        .args(["learn", "--live", "3s", "--control"])
+        .arg(&env.control)
+        .arg("--out")
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        assert!(env.run(&env.probe, &["tcp", IMDS, "80"]).ok());
+        assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
+    }
+    let status = learner.wait_with_output().unwrap().status;
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("[[allow]]"), "{text}");
+    assert!(text.contains(env.probe.to_str().unwrap()), "{text}");
+}

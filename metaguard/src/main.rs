@@ -192,10 +192,10 @@ fn main() -> ExitCode {
             out,
             policy,
         } => {
-            let from = match (from, live) {
-                (Some(f), _) => f,
+            let (from, recorded) = match (from, live) {
+                (Some(f), _) => (f, false),
                 (None, Some(d)) => match control::record_events(&control, d.into()) {
-                    Ok(file) => file,
+                    Ok(file) => (file, true),
                     Err(e) => {
                         eprintln!("{e}");
                         return ExitCode::from(e.code);
@@ -203,7 +203,18 @@ fn main() -> ExitCode {
                 },
                 (None, None) => unreachable!("clap requires --from or --live"),
             };
-            ExitCode::from(learn::main(learn::Options { from, out, policy }))
+            let code = learn::main(learn::Options {
+                from: from.clone(),
+                out,
+                policy,
+            });
+            if recorded {
+                // The recording was only the input: leave nothing behind.
+                if let Some(dir) = from.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+            ExitCode::from(code)
         }
         Command::Demo { format } => match demo::run(format) {
             Ok(()) => ExitCode::SUCCESS,

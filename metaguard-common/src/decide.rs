@@ -106,15 +106,28 @@ fn exe_generation_ok(e: &ExeEntry, running: Option<u32>) -> bool {
 /// The decision for a guarded-or-not caller reaching a protected destination.
 #[inline(always)]
 pub fn decide(cfg: &Config, dest: &Protected, s: &Subject) -> Verdict {
-    if !is_guarded(cfg, s.uid, s.cgroup_guard) {
+    let guarded = is_guarded(cfg, s.uid, s.cgroup_guard);
+    verdict(cfg, dest, guarded, &matching_rules(cfg, s).and(&dest.rules))
+}
+
+/// The decision, once it is known whether the caller is guarded and which
+/// of its rules allow `dest` (`allowed`).
+#[inline(always)]
+pub fn verdict(cfg: &Config, dest: &Protected, guarded: bool, allowed: &RuleSet) -> Verdict {
+    if !guarded {
         return Verdict {
             action: Action::Allow,
             reason: Reason::Unguarded,
             rule: None,
         };
     }
-    let allowed = matching_rules(cfg, s).and(&dest.rules);
-    match allowed.first() {
+    first_rule_or(cfg, dest, allowed, Reason::NoRule)
+}
+
+/// Allowed by the first rule of `rules`, else refused for `reason`.
+#[inline(always)]
+fn first_rule_or(cfg: &Config, dest: &Protected, rules: &RuleSet, reason: Reason) -> Verdict {
+    match rules.first() {
         Some(rule) => Verdict {
             action: Action::Allow,
             reason: Reason::RuleMatched,
@@ -122,10 +135,17 @@ pub fn decide(cfg: &Config, dest: &Protected, s: &Subject) -> Verdict {
         },
         None => Verdict {
             action: refusal(cfg, dest),
-            reason: Reason::NoRule,
+            reason,
             rule: None,
         },
     }
+}
+
+/// Of the caller's `allowed` rules, those without an `http` list: they allow
+/// any request on the connection.
+#[inline(always)]
+pub fn any_request_rules(cfg: &Config, allowed: &RuleSet) -> RuleSet {
+    allowed.and(&cfg.http_rules.not())
 }
 
 /// The verdict on one parsed request on a connection to `dest`, for a caller
@@ -158,20 +178,13 @@ pub fn http_request(
         };
     }
     // Rules without an `http` list allow any request; the others only theirs.
-    let any_request = allowed.and(&cfg.http_rules.not());
-    let by_request = allowed.and(&cfg.http_rules).and(http_allowed);
-    match any_request.first().or_else(|| by_request.first()) {
-        Some(rule) => Verdict {
-            action: Action::Allow,
-            reason: Reason::RuleMatched,
-            rule: Some(rule),
-        },
-        None => Verdict {
-            action: refusal(cfg, dest),
-            reason: Reason::HttpNoRule,
-            rule: None,
-        },
-    }
+    let any_request = any_request_rules(cfg, allowed);
+    let rules = if any_request.first().is_some() {
+        any_request
+    } else {
+        allowed.and(&cfg.http_rules).and(http_allowed)
+    };
+    first_rule_or(cfg, dest, &rules, Reason::HttpNoRule)
 }
 
 /// Deny, or Audit where the policy or the endpoint says so.

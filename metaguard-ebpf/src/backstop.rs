@@ -180,12 +180,7 @@ fn report(
         ..Default::default()
     };
     // Packets of one socket repeat: count them like repeated decisions.
-    let w = emit::window(cfg, &key);
-    if w.open && w.last.action == verdict.action && w.last.reason == verdict.reason {
-        w.count_repeat();
-    } else {
-        w.report(cfg, &key, &verdict, |_| {});
-    }
+    emit::window(cfg, &key).record(cfg, &key, &verdict, true, |_| {});
 }
 
 /// Destination of an IP packet; the port only where it can be read for sure.

@@ -65,6 +65,24 @@ pub fn window(cfg: &Config, key: &AggKey) -> Window {
 }
 
 impl Window {
+    /// Counts `verdict` as a repeat when the open window holds the same
+    /// one; otherwise, when `send`, starts a window for it and sends it.
+    #[inline(always)]
+    pub fn record(
+        &self,
+        cfg: &Config,
+        key: &AggKey,
+        verdict: &AggCount,
+        send: bool,
+        fill: impl FnOnce(&mut Event),
+    ) {
+        if self.open && same_verdict(&self.last, verdict) {
+            self.count_repeat();
+        } else if send {
+            self.report(cfg, key, verdict, fill);
+        }
+    }
+
     /// Counts one more repeat of the open window's decision.
     #[inline(always)]
     pub fn count_repeat(&self) {
@@ -161,4 +179,10 @@ fn deny_wakeup_due(now: u64) -> bool {
         },
         None => true,
     }
+}
+
+/// Whether two recorded verdicts are the same decision.
+#[inline(always)]
+pub fn same_verdict(a: &AggCount, b: &AggCount) -> bool {
+    a.action == b.action && a.reason == b.reason && a.rule == b.rule && a.endpoint == b.endpoint
 }

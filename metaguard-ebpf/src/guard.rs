@@ -19,7 +19,7 @@ use metaguard_common::{
 };
 
 use crate::{
-    emit::window,
+    emit::{same_verdict, window},
     identity::{
         cgroup_match, current_exe, exe_name, start_boottime, supplementary_rules, Exe, ExeFile,
     },
@@ -183,6 +183,9 @@ pub fn decide_current(
     if passes {
         on_pass(verdict.action, cfg.generation);
     }
+    // Spelled out rather than through `Window::record`: with that closure
+    // LLVM emitted a read of an uninitialised register here, which the
+    // verifier refuses (sendmsg4).
     if window.open && same_verdict(&window.last, &verdict) {
         window.count_repeat();
     } else if report_allows || verdict.action != Action::Allow as u8 {
@@ -217,12 +220,17 @@ pub struct Sender {
     pub info: &'static SenderInfo,
 }
 
-/// `None` when `key`:`port` is not protected or no policy is loaded (callers
-/// that know the destination is protected refuse then). Not inlined: its
-/// temporaries live in a frame of their own, beside the HTTP checker's.
+/// The sender reaching `dest`, protected at `key`:`port`; `None` when no
+/// policy is loaded (the caller refuses then). Not inlined: its temporaries
+/// live in a frame of their own, beside the HTTP checker's.
 #[inline(never)]
-pub fn sender(key: [u8; 16], port: u16, protocol: u16, hook: Hook) -> Option<Sender> {
-    let dest = protected_at(key, port)?;
+pub fn sender(
+    dest: &'static Protected,
+    key: [u8; 16],
+    port: u16,
+    protocol: u16,
+    hook: Hook,
+) -> Option<Sender> {
     let cfg = CONFIG.get(0)?;
     let info = SENDERS.get_ptr_mut(0)?;
     let info = unsafe { &mut *info };
@@ -234,22 +242,12 @@ pub fn sender(key: [u8; 16], port: u16, protocol: u16, hook: Hook) -> Option<Sen
     // Written in place: the frame stays small.
     info.guarded = decide::is_guarded(cfg, subject.uid, subject.cgroup_guard) as u32;
     info.allowed = decide::matching_rules(cfg, &subject).and(&dest.rules);
-    let rule = info.allowed.first();
-    info.verdict.rule = rule.unwrap_or(NONE_U16);
-    info.verdict.endpoint = dest.endpoint as u16;
-    let (action, reason) = if info.guarded == 0 {
-        (Action::Allow, decide::Reason::Unguarded)
-    } else if rule.is_some() {
-        (Action::Allow, decide::Reason::RuleMatched)
-    } else if granted(cfg, dest, exe.as_ref()) {
+    let v = decide::verdict(cfg, dest, info.guarded != 0, &info.allowed);
+    info.verdict = with_grant(cfg, dest, exe.as_ref(), &v);
+    if info.verdict.reason == decide::Reason::Granted as u8 {
         // A grant lets the process send anything: no per-request checks.
         info.guarded = 0;
-        (Action::Allow, decide::Reason::Granted)
-    } else {
-        (decide::refusal(cfg, dest), decide::Reason::NoRule)
-    };
-    info.verdict.action = action as u8;
-    info.verdict.reason = reason as u8;
+    }
     let a = &mut info.agg;
     a.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     a.exe_ino = exe.as_ref().map_or(0, |e| e.key.ino);
@@ -278,14 +276,13 @@ impl Sender {
     /// Reports the connect-level verdict (refused senders), aggregated.
     #[inline(never)]
     pub fn report(&self) {
-        let w = window(self.cfg, &self.info.agg);
-        if w.open && same_verdict(&w.last, &self.info.verdict) {
-            w.count_repeat();
-        } else {
-            w.report(self.cfg, &self.info.agg, &self.info.verdict, |ev| {
-                self.fill(ev)
-            });
-        }
+        window(self.cfg, &self.info.agg).record(
+            self.cfg,
+            &self.info.agg,
+            &self.info.verdict,
+            true,
+            |ev| self.fill(ev),
+        );
     }
 
     /// The event fields that are not in the aggregation key.
@@ -352,23 +349,25 @@ fn decide_subject(
     gid: u32,
 ) -> AggCount {
     let subject = subject(cfg, exe, uid, gid);
-    let mut v = decide::decide(cfg, dest, &subject);
-    if v.reason == decide::Reason::NoRule && granted(cfg, dest, exe) {
-        v.action = Action::Allow;
-        v.reason = decide::Reason::Granted;
-    }
+    with_grant(cfg, dest, exe, &decide::decide(cfg, dest, &subject))
+}
+
+/// The verdict as recorded for the window and events, with a temporary
+/// grant turning a refusal for want of a rule into an allow.
+#[inline(always)]
+fn with_grant(cfg: &Config, dest: &Protected, exe: Option<&Exe>, v: &decide::Verdict) -> AggCount {
+    let (action, reason) = if v.reason == decide::Reason::NoRule && granted(cfg, dest, exe) {
+        (Action::Allow, decide::Reason::Granted)
+    } else {
+        (v.action, v.reason)
+    };
     AggCount {
         rule: v.rule.unwrap_or(NONE_U16),
         endpoint: dest.endpoint as u16,
-        action: v.action as u8,
-        reason: v.reason as u8,
+        action: action as u8,
+        reason: reason as u8,
         ..Default::default()
     }
-}
-
-#[inline(always)]
-fn same_verdict(a: &AggCount, b: &AggCount) -> bool {
-    a.action == b.action && a.reason == b.reason && a.rule == b.rule && a.endpoint == b.endpoint
 }
 
 /// Records that the socket may send to `key`:`port`; the egress backstop

@@ -113,7 +113,7 @@ extern "C" fn lookup_prefix(i: u64, ctx: *mut c_void) -> i64 {
 /// (IMDSv2 required, or AWS endpoints classifying IMDSv1).
 #[inline(always)]
 pub fn wanted(s: &Sender) -> bool {
-    let any_request = s.info.allowed.and(&s.cfg.http_rules.not());
+    let any_request = decide::any_request_rules(s.cfg, &s.info.allowed);
     (s.guarded() && any_request.first().is_none())
         || s.dest.flags & (PROTECTED_INSPECT | metaguard_common::maps::PROTECTED_IMDSV2) != 0
 }
@@ -318,7 +318,7 @@ fn matching_entries(cfg: &metaguard_common::maps::Config, sc: *mut Scratch, seen
 /// without `http` allows any bytes, as at connect).
 #[inline(always)]
 fn enforced(s: &Sender) -> bool {
-    let any_request = s.info.allowed.and(&s.cfg.http_rules.not());
+    let any_request = decide::any_request_rules(s.cfg, &s.info.allowed);
     s.guarded()
         && (any_request.first().is_none()
             || s.dest.flags & metaguard_common::maps::PROTECTED_IMDSV2 != 0)

@@ -111,11 +111,11 @@ pub fn sk_msg(ctx: &SkMsgContext) -> u32 {
     let Some((key, port)) = remote_key(family, ip4, ip6, port) else {
         return SK_PASS;
     };
-    if protected_at(key, port).is_none() {
+    let Some(dest) = protected_at(key, port) else {
         return SK_PASS;
-    }
+    };
     // Protected, but no policy loaded: refuse.
-    let Some(s) = sender(key, port, IPPROTO_TCP, Hook::SendmsgTcp) else {
+    let Some(s) = sender(dest, key, port, IPPROTO_TCP, Hook::SendmsgTcp) else {
         return SK_DROP;
     };
     if s.info.verdict.action == Action::Deny as u8 {

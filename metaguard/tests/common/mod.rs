@@ -26,6 +26,7 @@ macro_rules! env_or_skip {
     }};
 }
 
+#[allow(unused_imports)] // each test crate uses a part
 pub use metaguard_sandbox::{addrs, Sandbox};
 use serde_json::Value;
 

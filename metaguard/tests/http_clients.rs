@@ -226,34 +226,6 @@ fn curl_refused_request_on_a_reused_connection() {
 
 // ---------------------------------------------------------------- Python
 
-/// The real interpreter behind `python3` (pyenv's `python3` is a shim
-/// script: the kernel sees the binary it finally execs).
-fn python_or_skip(test: &str, module: &str) -> Option<PathBuf> {
-    if !root_or_skip(test) {
-        return None;
-    }
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            &format!("import sys, os, {module}; print(os.path.realpath(sys.executable))"),
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Some(PathBuf::from(text(&o.stdout).trim())),
-        Ok(o) => {
-            eprintln!(
-                "SKIPPED {test}: python3 cannot import {module}: {}",
-                text(&o.stderr).trim()
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("SKIPPED {test}: no python3 ({e})");
-            None
-        }
-    }
-}
-
 /// Runs a Python script that prints one JSON object as its last line.
 fn python(env: &Env, py: &Path, script: &str) -> (Value, Duration, Output) {
     let (out, took) = run_client(env, py, &["-c", script]);

@@ -222,21 +222,9 @@ for i in range(int(sys.argv[1])):
 
 #[test]
 fn a_grant_lets_one_running_process_through_until_it_expires() {
-    if !root_or_skip("life-grant") {
+    // A long-lived client that connects again and again: Python's.
+    let Some(py) = python_or_skip("life-grant", "socket") else {
         return;
-    }
-    let py = match Command::new("python3")
-        .args([
-            "-c",
-            "import sys, os; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-    {
-        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-        _ => {
-            eprintln!("SKIPPED life-grant: no python3 to run a long-lived client");
-            return;
-        }
     };
     let env = Env::start("life-grant", PROBE_ONLY);
     let ctl = env.control.to_str().unwrap().to_string();

@@ -229,3 +229,34 @@ name      = "probe"
 endpoints = ["aws-imds"]
 exe       = "{probe}"
 "#;
+
+#[allow(dead_code)]
+/// The real interpreter behind `python3` (pyenv's `python3` is a shim
+/// script: the kernel sees the binary it finally execs).
+pub fn python_or_skip(test: &str, module: &str) -> Option<PathBuf> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!("import sys, os, {module}; print(os.path.realpath(sys.executable))"),
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        }
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED {test}: python3 cannot import {module}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test}: no python3 ({e})");
+            None
+        }
+    }
+}

@@ -127,6 +127,11 @@ impl Metrics {
     }
 
     pub fn decision(&self, d: &Decision) {
+        let labels = DecisionLabels {
+            action: d.action.to_string(),
+            rule: d.rule.clone().unwrap_or_default(),
+            endpoint: d.endpoint.clone().unwrap_or_default(),
+        };
         if let Some(r) = &d.request {
             if let Some(v) = r.imds {
                 let exe = d
@@ -141,22 +146,10 @@ impl Metrics {
                     })
                     .inc_by(d.count);
             }
-            self.requests
-                .get_or_create(&DecisionLabels {
-                    action: d.action.to_string(),
-                    rule: d.rule.clone().unwrap_or_default(),
-                    endpoint: d.endpoint.clone().unwrap_or_default(),
-                })
-                .inc_by(d.count);
+            self.requests.get_or_create(&labels).inc_by(d.count);
             return;
         }
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                action: d.action.to_string(),
-                rule: d.rule.clone().unwrap_or_default(),
-                endpoint: d.endpoint.clone().unwrap_or_default(),
-            })
-            .inc_by(d.count);
+        self.decisions.get_or_create(&labels).inc_by(d.count);
         let mut c = self.counts();
         let name = |n: &Option<String>| n.clone().unwrap_or_else(|| "-".into());
         *c.by_action.entry(d.action.to_string()).or_default() += d.count;

@@ -304,20 +304,36 @@ pub fn content_length(headers: &[u8]) -> Option<usize> {
 /// Largest response the probe keeps (the JSON body is cut further, to 4 KiB).
 pub const MAX_RESPONSE: usize = 1 << 20;
 
+/// The single data byte that carries an SCM_RIGHTS message.
+fn one_byte_iov(byte: &mut [u8; 1]) -> libc::iovec {
+    libc::iovec {
+        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
+        iov_len: 1,
+    }
+}
+
+/// Control space for one fd, 8-byte aligned.
+fn fd_control_buf() -> Vec<u64> {
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    vec![0u64; space.div_ceil(8)]
+}
+
+/// A message of `iov` with room for one fd in `cbuf`.
+fn fd_msghdr(iov: &mut libc::iovec, cbuf: &mut [u64]) -> libc::msghdr {
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
+    msg
+}
+
 /// Sends `fd` over the Unix socket `unix` with SCM_RIGHTS (one data byte).
 pub fn send_fd(unix: RawFd, fd: RawFd) -> Result<(), i32> {
     let mut byte = [b'F'];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-        iov_len: 1,
-    };
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
+    let mut iov = one_byte_iov(&mut byte);
+    let mut cbuf = fd_control_buf();
+    let msg = fd_msghdr(&mut iov, &mut cbuf);
     unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
@@ -344,17 +360,9 @@ pub fn recv_fd(unix: RawFd, deadline: Deadline) -> Result<Fd, i32> {
         return Err(libc::ETIMEDOUT);
     }
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-        iov_len: 1,
-    };
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
+    let mut iov = one_byte_iov(&mut byte);
+    let mut cbuf = fd_control_buf();
+    let mut msg = fd_msghdr(&mut iov, &mut cbuf);
     let r = loop {
         let r = unsafe { libc::recvmsg(unix, &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if r < 0 && last_errno() == libc::EINTR {

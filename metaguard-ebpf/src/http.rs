@@ -1,6 +1,7 @@
 //! Per-request checks on connections to protected endpoints (sk_msg): each
 //! HTTP/1.x request a sender writes is parsed with the shared checker
-//! ([`HttpParser`], one byte per `bpf_loop` step), matched against the
+//! ([`HttpParser`]: common bytes through its fast path, the rest one at a
+//! time, in `bpf_loop` steps), matched against the
 //! `http` entries of the sender's rules, and passed or dropped before any of
 //! its bytes leave the host.
 //!
@@ -50,7 +51,14 @@ pub struct Scratch {
     /// Rules with an `http` entry matching the request, gathered by the
     /// lookup callbacks.
     pub rules: RuleSet,
+    /// Next byte to feed. Kept here, not on the stack: the verifier tracks
+    /// stack values exactly, and a counter it can follow makes every loop
+    /// step a new state to explore.
+    pub pos: u32,
 }
+
+/// Bytes the fast path may take in one loop step before the full step runs.
+const FAST_RUN: u32 = 16;
 
 /// What the loop callback needs; lives on the program's stack.
 #[repr(C)]
@@ -59,22 +67,46 @@ struct Feed {
     data_end: usize,
     parser: *mut HttpParser,
     table: *const HeaderTable,
+    /// Next byte to feed (in the scratch map), and how many to feed.
+    pos: *mut u32,
+    n: u32,
     /// 0: not refused; else the `Reject` number.
     reject: u32,
     complete: u32,
 }
 
-/// `bpf_loop` callback: feeds byte `i`; returns 1 to stop (end of data,
-/// header block complete, or refused), 0 to go on.
+/// `bpf_loop` callback: feeds up to `FAST_RUN` common bytes through the
+/// parser's fast path, then at most one byte through the full step (every
+/// step consumes a byte, so `n` steps always suffice); returns 1 to stop
+/// (end of data, header block complete, or refused), 0 to go on.
 #[inline(never)]
-extern "C" fn feed_byte(i: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn feed_bytes(_i: u64, ctx: *mut c_void) -> i64 {
     let f = unsafe { &mut *(ctx as *mut Feed) };
-    let p = f.data + (i as usize & (HTTP_WINDOW as usize - 1));
-    if p + 1 > f.data_end {
-        return 1;
+    let parser = unsafe { &mut *f.parser };
+    let pos = unsafe { &mut *f.pos };
+    // 256: no byte left for the full step.
+    let mut full: u32 = 256;
+    let mut k = 0;
+    while k < FAST_RUN {
+        if *pos >= f.n {
+            return 1;
+        }
+        let p = f.data + (*pos as usize & (HTTP_WINDOW as usize - 1));
+        if p + 1 > f.data_end {
+            return 1;
+        }
+        let b = unsafe { core::ptr::read_volatile(p as *const u8) };
+        *pos += 1;
+        if !parser.feed_fast(b) {
+            full = b as u32;
+            break;
+        }
+        k += 1;
     }
-    let b = unsafe { core::ptr::read_volatile(p as *const u8) };
-    match unsafe { (*f.parser).feed(b, &*f.table) } {
+    if full > 255 {
+        return 0;
+    }
+    match parser.feed(full as u8, unsafe { &*f.table }) {
         Step::Reject(r) => {
             f.reject = r as u32;
             1
@@ -174,19 +206,23 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
         return DROP;
     };
     let parser = unsafe { core::ptr::addr_of_mut!((*sc).parser) };
-    unsafe { core::ptr::write_bytes(parser, 0, 1) };
+    unsafe { (*parser).restart() };
+    let pos = unsafe { core::ptr::addr_of_mut!((*sc).pos) };
+    unsafe { *pos = 0 };
     let mut f = Feed {
         data: ctx.data(),
         data_end: ctx.data_end(),
         parser,
         table,
+        pos,
+        n,
         reject: 0,
         complete: 0,
     };
     unsafe {
         bpf_loop(
             n,
-            feed_byte as *mut c_void,
+            feed_bytes as *mut c_void,
             &mut f as *mut Feed as *mut c_void,
             0,
         )

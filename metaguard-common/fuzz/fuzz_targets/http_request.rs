@@ -20,10 +20,18 @@ fuzz_target!(|data: &[u8]| {
     let mut table = HeaderTable::with_defaults();
     table.push(b"metadata-flavor").unwrap();
     let mut p = HttpParser::new();
+    // The kernel's way: the fast path first, the full step otherwise.
+    let mut q = HttpParser::new();
     let mut outcome = Step::Continue;
     let mut line_seen = false;
     for (i, &b) in data.iter().enumerate() {
         let step = p.feed(b, &table);
+        let fast_step = if q.feed_fast(b) {
+            Step::Continue
+        } else {
+            q.feed(b, &table)
+        };
+        assert_eq!((fast_step, &q), (step, &p), "fast path = full step");
         match (outcome, step) {
             (Step::Reject(r), s) => assert_eq!(s, Step::Reject(r), "rejection is sticky"),
             (Step::Complete, s) => assert_eq!(s, Step::Complete, "completion is sticky"),

@@ -12,7 +12,7 @@ use super::{
 const SEG_EMPTY: u8 = 0;
 const SEG_DOT: u8 = 1;
 const SEG_DOTDOT: u8 = 2;
-const SEG_OTHER: u8 = 3;
+pub(super) const SEG_OTHER: u8 = 3;
 
 impl HttpParser {
     /// The root `/` of every path.

@@ -53,24 +53,33 @@ impl HttpParser {
     }
 
     /// Narrows the still-matching masks by the name byte at `name_len`.
+    /// Entries already ruled out cost nothing: most names stop matching
+    /// every entry after their first byte, so the table is walked about once
+    /// per field rather than once per byte.
     fn name_byte(&mut self, b: u8, table: &HeaderTable) {
         let c = b.to_ascii_lowercase();
         let pos = self.name_len as usize;
         let mut mask = self.name_mask;
-        for e in 0..TABLE_ENTRIES {
-            let len = table.lens[e] as usize;
-            let same = pos < len
-                && pos < TABLE_NAME_MAX
-                && table.names[e][pos & (TABLE_NAME_MAX - 1)] == c;
-            if !same {
-                mask &= !(1u16 << e);
+        if mask != 0 {
+            for e in 0..TABLE_ENTRIES {
+                let bit = 1u16 << e;
+                if mask & bit == 0 {
+                    continue;
+                }
+                let len = table.lens[e] as usize;
+                let same = pos < len
+                    && pos < TABLE_NAME_MAX
+                    && table.names[e][pos & (TABLE_NAME_MAX - 1)] == c;
+                if !same {
+                    mask &= !bit;
+                }
             }
+            self.name_mask = mask;
         }
-        self.name_mask = mask;
-        if CONTENT_LENGTH.get(pos) != Some(&c) {
+        if self.builtin_mask & B_CONTENT_LENGTH != 0 && CONTENT_LENGTH.get(pos) != Some(&c) {
             self.builtin_mask &= !B_CONTENT_LENGTH;
         }
-        if TRANSFER_ENCODING.get(pos) != Some(&c) {
+        if self.builtin_mask & B_TRANSFER_ENCODING != 0 && TRANSFER_ENCODING.get(pos) != Some(&c) {
             self.builtin_mask &= !B_TRANSFER_ENCODING;
         }
         self.name_len = self.name_len.saturating_add(1);

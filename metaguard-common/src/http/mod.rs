@@ -12,6 +12,7 @@
 //! - `reference` (host, feature `host`): a matcher that simulates the kernel.
 mod canon;
 mod chars;
+mod fast;
 mod headers;
 mod key;
 mod parser;

@@ -65,6 +65,24 @@ impl CgroupGuard {
         while !self.procs().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Child cgroups (see `Sandbox::child_cgroup`) go first: a cgroup with
+        // children cannot be removed. cgroup.kill above reached their tasks.
+        let children: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for child in children {
+            while std::fs::remove_dir(&child).is_err()
+                && child.exists()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         // rmdir can still see EBUSY briefly while exiting tasks are released.
         loop {
             match std::fs::remove_dir(&self.dir) {
@@ -213,6 +231,34 @@ impl Sandbox {
             Arc::clone(&self.cgroup_procs),
             Arc::clone(&self.client_ns_fd),
         )
+    }
+
+    /// Creates the cgroup `name` below the sandbox's (removed with the
+    /// sandbox) and returns its path: a benchmark can attach to it and run
+    /// clients there and in the sandbox cgroup side by side, one guarded and
+    /// one plain, without reloading anything between them.
+    pub fn child_cgroup(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.cgroup.dir.join(name);
+        std::fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Like [`Sandbox::client`], but the child joins `cgroup_dir` (one of
+    /// this sandbox's [`child_cgroup`](Sandbox::child_cgroup)s).
+    pub fn client_in<S: AsRef<OsStr>>(
+        &self,
+        program: S,
+        cgroup_dir: &Path,
+    ) -> Result<ClientCommand> {
+        if !cgroup_dir.starts_with(&self.cgroup.dir) {
+            bail!("{} is not a cgroup of this sandbox", cgroup_dir.display());
+        }
+        let procs = sys::open_cloexec(&cgroup_dir.join("cgroup.procs"), true)?;
+        Ok(ClientCommand::new(
+            program.as_ref(),
+            Arc::new(procs),
+            Arc::clone(&self.client_ns_fd),
+        ))
     }
 
     /// Runs `args[0] args[1..]` in the client netns (not in the cgroup); fails on a

@@ -1,31 +1,34 @@
 //! Connect+close latency with and without metaguard, in one run, side by
 //! side, and the programs' own run time per decision (kernel.bpf_stats_enabled).
 //!
+//! One guard is loaded once and attached to a child cgroup of the sandbox's;
+//! the sandbox cgroup itself stays plain. Each block then runs the same
+//! client in both, back to back, in alternating order, so that drift (other
+//! load, frequency, caches) hits both sides of every ratio alike; the ratio
+//! reported is the median over blocks of guarded/plain.
+//!
 //! Run as root: `cargo build --release -p metaguard-probe && cargo bench -p metaguard --bench connect`
 //! (or scripts/bench.sh). Traffic goes only to the sandbox's namespaces.
 mod support;
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use metaguard::{demo::TempDir, loader::Guard, policy};
 use metaguard_sandbox::{addrs, Sandbox};
-use support::{median, per_run, probe, prog_stats, Drainer, StatsSwitch};
+use support::{
+    blocks, median, median_ratio, per_run, pin_cpu, probe, prog_stats, ratio_iqr, Drainer,
+    StatsSwitch,
+};
 
-const CONNECTS: &str = "2000";
-/// Rounds per run; METAGUARD_BENCH_ROUNDS overrides it for quick looks.
-fn rounds() -> usize {
-    std::env::var("METAGUARD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7)
-}
+const CONNECTS: u32 = 1000;
 
-/// Median connect+close latency (ns) of one probe run; `denied` runs must
-/// fail every connect with EPERM.
-fn connect_median(sb: &Sandbox, probe: &PathBuf, addr: &str, denied: bool) -> f64 {
+/// Median connect+close latency (ns) of one probe run in `cgroup`; `denied`
+/// runs must fail every connect with EPERM.
+fn connect_median(sb: &Sandbox, cgroup: &Path, probe: &Path, addr: &str, denied: bool) -> f64 {
     let out = sb
-        .client(probe)
-        .args(["connect-loop", addr, "80", "--count", CONNECTS])
+        .client_in(probe, cgroup)
+        .unwrap()
+        .args(["connect-loop", addr, "80", "--count", &CONNECTS.to_string()])
         .output()
         .unwrap();
     let v: serde_json::Value =
@@ -33,7 +36,7 @@ fn connect_median(sb: &Sandbox, probe: &PathBuf, addr: &str, denied: bool) -> f6
     if denied {
         assert_eq!(
             v["errors"]["EPERM"].as_u64(),
-            CONNECTS.parse().ok(),
+            Some(CONNECTS as u64),
             "denied run: {v}"
         );
     } else {
@@ -50,6 +53,7 @@ fn main() {
         eprintln!("SKIPPED bench connect: needs root (BPF programs, network namespaces)");
         return;
     }
+    let cpu = pin_cpu();
     let probe = probe();
     let tmp = TempDir::new("bench").unwrap();
     let policy_path = tmp.0.join("policy.toml");
@@ -63,85 +67,98 @@ fn main() {
     .unwrap();
     let pol = policy::load(&policy_path).expect("bench policy");
     let sb = Sandbox::create("bench").unwrap();
+    let plain = sb.cgroup_dir().to_path_buf();
+    let guarded = sb.child_cgroup("guarded").unwrap();
     let unprot = addrs::UNPROTECTED_V4.to_string();
     let prot = addrs::IMDS_V4.to_string();
-
-    let (mut base_u, mut base_p, mut mg_u, mut mg_p) = (vec![], vec![], vec![], vec![]);
-    let (mut ns_u, mut ns_p, mut ns_d, mut mg_d) = (vec![], vec![], vec![], vec![]);
-    let (mut eg_ns, mut eg_pkts) = (vec![], vec![]);
-    let (mut ops_ns, mut ops_runs) = (vec![], vec![]);
     let copy = tmp.0.join("probe-copy");
     std::fs::copy(&probe, &copy).unwrap();
-    for round in 0..rounds() {
-        // Alternate the order each round so drift hits both sides alike.
-        for guarded in if round % 2 == 0 {
+
+    let mut guard = Guard::load().unwrap();
+    guard.apply(&pol).unwrap();
+    guard.attach(&guarded).unwrap();
+    let drain = Drainer::start(&mut guard);
+
+    // Latency, with bpf_stats off: its clock reads on every program run
+    // would be charged to metaguard.
+    let n = blocks(30);
+    let (mut base_u, mut base_p, mut mg_u, mut mg_p, mut mg_d) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for block in 0..n {
+        let order: [bool; 2] = if block % 2 == 0 {
             [false, true]
         } else {
             [true, false]
-        } {
-            if !guarded {
-                base_u.push(connect_median(&sb, &probe, &unprot, false));
-                base_p.push(connect_median(&sb, &probe, &prot, false));
-                continue;
+        };
+        for dest in [&unprot, &prot] {
+            for g in order {
+                let cg = if g { &guarded } else { &plain };
+                let m = connect_median(&sb, cg, &probe, dest, false);
+                match (dest == &unprot, g) {
+                    (true, false) => base_u.push(m),
+                    (true, true) => mg_u.push(m),
+                    (false, false) => base_p.push(m),
+                    (false, true) => mg_p.push(m),
+                }
             }
-            let mut guard = Guard::load().unwrap();
-            guard.apply(&pol).unwrap();
-            guard.attach(sb.cgroup_dir()).unwrap();
-            let drain = Drainer::start(&mut guard);
-            // Latency with bpf_stats off: its clock reads on every program
-            // run would be charged to metaguard.
-            mg_u.push(connect_median(&sb, &probe, &unprot, false));
-            mg_p.push(connect_median(&sb, &probe, &prot, false));
-            mg_d.push(connect_median(&sb, &copy, &prot, true));
-            // Then the programs' own run time, with bpf_stats on.
-            let stats = StatsSwitch::on();
-            let e0 = prog_stats(&guard, "egress");
-            let o0 = prog_stats(&guard, "sock_established");
-            let s0 = prog_stats(&guard, "connect4");
-            connect_median(&sb, &probe, &unprot, false);
-            let s1 = prog_stats(&guard, "connect4");
-            let e1 = prog_stats(&guard, "egress");
-            let o1 = prog_stats(&guard, "sock_established");
-            ops_ns.push(per_run(o0, o1));
-            ops_runs.push((o1.1 - o0.1) as f64 / CONNECTS.parse::<f64>().unwrap());
-            eg_ns.push(per_run(e0, e1));
-            eg_pkts.push((e1.1 - e0.1) as f64 / CONNECTS.parse::<f64>().unwrap());
-            connect_median(&sb, &probe, &prot, false);
-            let s2 = prog_stats(&guard, "connect4");
-            connect_median(&sb, &copy, &prot, true);
-            let s3 = prog_stats(&guard, "connect4");
-            drop(stats);
-            ns_u.push(per_run(s0, s1));
-            ns_p.push(per_run(s1, s2));
-            ns_d.push(per_run(s2, s3));
-            drain.stop();
-            drop(guard);
         }
+        mg_d.push(connect_median(&sb, &guarded, &copy, &prot, true));
     }
-    let (bu, bp, gu, gp) = (
-        median(&mut base_u),
-        median(&mut base_p),
-        median(&mut mg_u),
-        median(&mut mg_p),
-    );
-    println!("metaguard connect benchmark: {} rounds x {CONNECTS} connect+close per cell, medians of round medians", rounds());
+
+    // Then the programs' own run time, with bpf_stats on.
+    let (mut ns_u, mut ns_p, mut ns_d) = (vec![], vec![], vec![]);
+    let (mut eg_ns, mut eg_pkts, mut ops_ns, mut ops_runs) = (vec![], vec![], vec![], vec![]);
+    let stats = StatsSwitch::on();
+    for _ in 0..5 {
+        let e0 = prog_stats(&guard, "egress");
+        let o0 = prog_stats(&guard, "sock_established");
+        let s0 = prog_stats(&guard, "connect4");
+        connect_median(&sb, &guarded, &probe, &unprot, false);
+        let s1 = prog_stats(&guard, "connect4");
+        let e1 = prog_stats(&guard, "egress");
+        let o1 = prog_stats(&guard, "sock_established");
+        ops_ns.push(per_run(o0, o1));
+        ops_runs.push((o1.1 - o0.1) as f64 / CONNECTS as f64);
+        eg_ns.push(per_run(e0, e1));
+        eg_pkts.push((e1.1 - e0.1) as f64 / CONNECTS as f64);
+        connect_median(&sb, &guarded, &probe, &prot, false);
+        let s2 = prog_stats(&guard, "connect4");
+        connect_median(&sb, &guarded, &copy, &prot, true);
+        let s3 = prog_stats(&guard, "connect4");
+        ns_u.push(per_run(s0, s1));
+        ns_p.push(per_run(s1, s2));
+        ns_d.push(per_run(s2, s3));
+    }
+    drop(stats);
+    drain.stop();
+    drop(guard);
+
+    let (ru, rp) = (median_ratio(&mg_u, &base_u), median_ratio(&mg_p, &base_p));
+    let (iu, ip) = (ratio_iqr(&mg_u, &base_u), ratio_iqr(&mg_p, &base_p));
     println!(
-        "{:<44} {:>12} {:>14} {:>8}",
-        "destination", "no guard ns", "metaguard ns", "ratio"
+        "metaguard connect benchmark: {n} blocks x {CONNECTS} connect+close per cell, guarded and plain cgroups side by side ({cpu})"
     );
     println!(
-        "{:<44} {:>12.0} {:>14.0} {:>8.3}",
+        "{:<44} {:>12} {:>14} {:>8} {:>16}",
+        "destination", "no guard ns", "metaguard ns", "ratio", "ratio IQR"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>14.0} {:>8.3} {:>7.3}..{:<7.3}",
         format!("unprotected {unprot}:80"),
-        bu,
-        gu,
-        gu / bu
+        median(&mut base_u),
+        median(&mut mg_u),
+        ru,
+        iu.0,
+        iu.1
     );
     println!(
-        "{:<44} {:>12.0} {:>14.0} {:>8.3}",
+        "{:<44} {:>12.0} {:>14.0} {:>8.3} {:>7.3}..{:<7.3}",
         format!("protected {prot}:80 (allowed client)"),
-        bp,
-        gp,
-        gp / bp
+        median(&mut base_p),
+        median(&mut mg_p),
+        rp,
+        ip.0,
+        ip.1
     );
     println!(
         "{:<44} {:>12} {:>14.0} {:>8}",

@@ -12,22 +12,20 @@ use std::path::Path;
 
 use metaguard::{demo::TempDir, loader::Guard, policy};
 use metaguard_sandbox::{addrs, Sandbox};
-use support::{median, per_run, probe, prog_stats, Drainer, StatsSwitch};
+use support::{
+    blocks, median, median_ratio, per_run, pin_cpu, probe, prog_stats, ratio_iqr, Drainer,
+    StatsSwitch,
+};
 
-const REQUESTS: &str = "2000";
+const REQUESTS: u32 = 1000;
 const PATH: &str = "/latest/meta-data/instance-id";
 
-fn rounds() -> usize {
-    std::env::var("METAGUARD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7)
-}
-
-/// Median round trip (ns) of keep-alive GETs on one connection.
-fn keepalive_median(sb: &Sandbox, probe: &Path) -> f64 {
+/// Median round trip (ns) of keep-alive GETs on one connection, from a
+/// client in `cgroup`.
+fn keepalive_median(sb: &Sandbox, cgroup: &Path, probe: &Path) -> f64 {
     let out = sb
-        .client(probe)
+        .client_in(probe, cgroup)
+        .unwrap()
         .args([
             "http-loop",
             &addrs::IMDS_V4.to_string(),
@@ -35,7 +33,7 @@ fn keepalive_median(sb: &Sandbox, probe: &Path) -> f64 {
             "--path",
             PATH,
             "--count",
-            REQUESTS,
+            &REQUESTS.to_string(),
         ])
         .output()
         .unwrap();
@@ -53,6 +51,7 @@ fn main() {
         eprintln!("SKIPPED bench http: needs root (BPF programs, network namespaces)");
         return;
     }
+    let cpu = pin_cpu();
     let probe = probe();
     let tmp = TempDir::new("bench-http").unwrap();
     let endpoint =
@@ -75,43 +74,62 @@ fn main() {
         &format!("http = [{{ method = \"GET\", path = \"{PATH}\" }}]\n"),
     );
     let sb = Sandbox::create("bench-http").unwrap();
-    let (mut none, mut conn, mut req) = (vec![], vec![], vec![]);
-    let (mut conn_ns, mut req_ns) = (vec![], vec![]);
-    for round in 0..rounds() {
-        // Rotate the order each round so drift hits every cell alike.
-        for cell in (0..3).map(|i| (i + round) % 3) {
-            if cell == 0 {
-                none.push(keepalive_median(&sb, &probe));
-                continue;
-            }
-            let pol = if cell == 1 { &connect_only } else { &http };
-            let mut guard = Guard::load().unwrap();
-            guard.apply(pol).unwrap();
-            guard.attach(sb.cgroup_dir()).unwrap();
-            let drain = Drainer::start(&mut guard);
-            // Round trip with bpf_stats off (its clock reads would be
-            // charged to metaguard), then the program's run time with it on.
-            let m = keepalive_median(&sb, &probe);
-            let stats = StatsSwitch::on();
-            let s0 = prog_stats(&guard, "msg_sender");
-            keepalive_median(&sb, &probe);
-            let s1 = prog_stats(&guard, "msg_sender");
-            drop(stats);
-            drain.stop();
-            drop(guard);
-            if cell == 1 {
-                conn.push(m);
-                conn_ns.push(per_run(s0, s1));
-            } else {
-                req.push(m);
-                req_ns.push(per_run(s0, s1));
-            }
+    // Three cgroups side by side: the sandbox's own (no guard), one guarded
+    // by a rule without `http`, one by a rule with it.
+    let plain = sb.cgroup_dir().to_path_buf();
+    let (conn_cg, http_cg) = (
+        sb.child_cgroup("connect").unwrap(),
+        sb.child_cgroup("http").unwrap(),
+    );
+    let mut conn_guard = Guard::load().unwrap();
+    conn_guard.apply(&connect_only).unwrap();
+    conn_guard.attach(&conn_cg).unwrap();
+    let mut http_guard = Guard::load().unwrap();
+    http_guard.apply(&http).unwrap();
+    http_guard.attach(&http_cg).unwrap();
+    let drains = [
+        Drainer::start(&mut conn_guard),
+        Drainer::start(&mut http_guard),
+    ];
+
+    // Round trips with bpf_stats off (its clock reads would be charged to
+    // metaguard); the order of the three cells rotates every block.
+    let n = blocks(30);
+    let cells = [&plain, &conn_cg, &http_cg];
+    let mut rt: [Vec<f64>; 3] = [vec![], vec![], vec![]];
+    for block in 0..n {
+        for i in 0..3 {
+            let cell = (i + block) % 3;
+            rt[cell].push(keepalive_median(&sb, cells[cell], &probe));
         }
     }
-    let (n, c, r) = (median(&mut none), median(&mut conn), median(&mut req));
+    // Then the sk_msg program's run time per message, with bpf_stats on.
+    let (mut conn_ns, mut req_ns) = (vec![], vec![]);
+    let stats = StatsSwitch::on();
+    for _ in 0..5 {
+        let s0 = prog_stats(&conn_guard, "msg_sender");
+        keepalive_median(&sb, &conn_cg, &probe);
+        conn_ns.push(per_run(s0, prog_stats(&conn_guard, "msg_sender")));
+        let s0 = prog_stats(&http_guard, "msg_sender");
+        keepalive_median(&sb, &http_cg, &probe);
+        req_ns.push(per_run(s0, prog_stats(&http_guard, "msg_sender")));
+    }
+    drop(stats);
+    for d in drains {
+        d.stop();
+    }
+    drop((conn_guard, http_guard));
+
+    let [none, conn, req] = rt;
+    let (c_n, r_n, r_c) = (
+        median_ratio(&conn, &none),
+        median_ratio(&req, &none),
+        median_ratio(&req, &conn),
+    );
+    let iqr = ratio_iqr(&req, &conn);
+    let (mut none, mut conn, mut req) = (none, conn, req);
     println!(
-        "metaguard HTTP benchmark: {} rounds x {REQUESTS} keep-alive GET {PATH} per cell, medians of round medians",
-        rounds()
+        "metaguard HTTP benchmark: {n} blocks x {REQUESTS} keep-alive GET {PATH} per cell, three cgroups side by side ({cpu}); ratios are medians of per-block ratios"
     );
     println!(
         "{:<52} {:>12} {:>10} {:>14}",
@@ -119,21 +137,28 @@ fn main() {
     );
     println!(
         "{:<52} {:>10.0}ns {:>10} {:>14}",
-        "no guard", n, "1.000", "-"
+        "no guard",
+        median(&mut none),
+        "1.000",
+        "-"
     );
     println!(
         "{:<52} {:>10.0}ns {:>10.3} {:>14}",
         "connect guard (rule without http; sender check)",
-        c,
-        c / n,
+        median(&mut conn),
+        c_n,
         "1.000"
     );
     println!(
         "{:<52} {:>10.0}ns {:>10.3} {:>14.3}",
         "kernel HTTP check (rule with http)",
-        r,
-        r / n,
-        r / c
+        median(&mut req),
+        r_n,
+        r_c
+    );
+    println!(
+        "HTTP check vs connect guard, interquartile range of the block ratios: {:.3}..{:.3}",
+        iqr.0, iqr.1
     );
     println!(
         "msg_sender run time per message (bpf_stats): sender check only {:.0} ns, with the HTTP check {:.0} ns",

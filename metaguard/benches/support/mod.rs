@@ -90,3 +90,42 @@ impl Drainer {
         let _ = self.handle.join();
     }
 }
+
+/// Blocks per cell; METAGUARD_BENCH_BLOCKS overrides it for quick looks.
+pub fn blocks(default: usize) -> usize {
+    std::env::var("METAGUARD_BENCH_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Pins this process (and so the clients and the fake service it starts)
+/// to one CPU, unless METAGUARD_BENCH_CPU=any: on this VM kind, waking an
+/// idle vCPU costs tens of microseconds and makes round trips bimodal, which
+/// would drown the filters' cost. Returns a label for the report.
+pub fn pin_cpu() -> String {
+    let want = std::env::var("METAGUARD_BENCH_CPU").unwrap_or_else(|_| "0".into());
+    let Ok(cpu) = want.parse::<usize>() else {
+        return "all CPUs".into();
+    };
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_err()
+        || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_err()
+    {
+        return "all CPUs (pinning failed)".into();
+    }
+    format!("pinned to CPU {cpu}")
+}
+
+/// Median of `guarded[i] / plain[i]` over blocks measured side by side.
+pub fn median_ratio(guarded: &[f64], plain: &[f64]) -> f64 {
+    let mut r: Vec<f64> = guarded.iter().zip(plain).map(|(g, p)| g / p).collect();
+    median(&mut r)
+}
+
+/// Interquartile range of the block ratios: how noisy the ratio is.
+pub fn ratio_iqr(guarded: &[f64], plain: &[f64]) -> (f64, f64) {
+    let mut r: Vec<f64> = guarded.iter().zip(plain).map(|(g, p)| g / p).collect();
+    r.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (r[r.len() / 4], r[(3 * r.len()) / 4])
+}

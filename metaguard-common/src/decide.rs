@@ -55,6 +55,10 @@ pub enum Reason {
     Imdsv1 = 8,
     /// No rule matched, but a temporary grant for this process did.
     Granted = 9,
+    /// A TCP Fast Open send to an endpoint where requests are checked: its
+    /// data would leave with the handshake, before the per-send check can
+    /// see it.
+    FastOpen = 10,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,8 @@ pub struct KernelOffsets {
     /// `task_struct.start_boottime` (ns since boot: a process's start time,
     /// which tells it from a later one with the same pid)
     pub task_start_boottime: u32,
+    /// `tcp_sock.fastopen_req` (set while a Fast Open send connects)
+    pub tcp_fastopen_req: u32,
     /// Non-zero once filled in by the daemon; programs refuse to guess.
     pub valid: u32,
 }

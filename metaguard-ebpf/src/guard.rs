@@ -3,6 +3,7 @@
 use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_coarse_ns,
+        bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
     },
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
     programs::SockAddrContext,
@@ -18,14 +19,16 @@ use metaguard_common::{
     ruleset::RuleSet,
 };
 
+use core::ffi::c_void;
+
 use crate::{
-    emit::{same_verdict, window},
+    emit::{emit, same_verdict, window},
     identity::{
         cgroup_match, current_exe, exe_name, start_boottime, supplementary_rules, Exe, ExeFile,
     },
     maps::{
-        prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, GRANTS, PORTS, PREFIXES, SENDERS,
-        SOCK_TAGS, UIDS,
+        offsets, prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, GRANTS, PORTS, PREFIXES,
+        SENDERS, SOCK_TAGS, UIDS,
     },
 };
 
@@ -114,34 +117,129 @@ pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
 fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook) -> i32 {
     let sa = unsafe { &*ctx.sock_addr };
     let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
-    let pass = decide_current(key, port, protocol, hook, true, |action, generation| {
-        // A connected socket is recognised at the backstop by its
-        // destination; only sendmsg, which leaves the socket unconnected,
-        // needs a tag.
-        if matches!(hook, Hook::Sendmsg4 | Hook::Sendmsg6) {
-            tag_socket(ctx, key, port, hook, action, generation);
-        }
-    });
-    if pass {
-        ALLOW
-    } else {
-        DENY
+    // The protected destination, once a decision let the caller through.
+    let mut passed_dest: Option<&'static Protected> = None;
+    let pass = decide_current(
+        key,
+        port,
+        protocol,
+        hook,
+        true,
+        |action, generation, dest| {
+            passed_dest = Some(dest);
+            // A connected socket is recognised at the backstop by its
+            // destination; only sendmsg, which leaves the socket unconnected,
+            // needs a tag.
+            if matches!(hook, Hook::Sendmsg4 | Hook::Sendmsg6) {
+                tag_socket(ctx, key, port, hook, action, generation);
+            }
+        },
+    );
+    if !pass {
+        return DENY;
     }
+    if let Some(dest) = passed_dest {
+        if matches!(hook, Hook::Connect4 | Hook::Connect6)
+            && protocol == IPPROTO_TCP
+            && fast_open_pending(ctx)
+            && fast_open_refused(dest, key, port, protocol, hook)
+        {
+            return DENY;
+        }
+    }
+    ALLOW
+}
+
+const IPPROTO_TCP: u16 = 6;
+
+/// Whether this connect is a TCP Fast Open send (`sendto(MSG_FASTOPEN)`, or
+/// the first write after `TCP_FASTOPEN_CONNECT`): the kernel sets
+/// `fastopen_req` for the duration of that send, and the data would go out
+/// with the SYN or right after it, before the socket reaches the per-send
+/// check. Unreadable counts as pending (deny-by-default).
+#[inline(never)]
+fn fast_open_pending(ctx: &SockAddrContext) -> bool {
+    let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
+    if sk.is_null() {
+        return true;
+    }
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk.cast()) };
+    if tp.is_null() {
+        // Not a TCP socket after all (MPTCP's outer socket): no Fast Open.
+        return false;
+    }
+    let mut req = 0u64;
+    let off = offsets().tcp_fastopen_req as u64;
+    let rc = unsafe {
+        bpf_probe_read_kernel(
+            (&mut req as *mut u64).cast(),
+            8,
+            ((tp as u64).wrapping_add(off)) as *const c_void,
+        )
+    };
+    rc != 0 || req != 0
+}
+
+/// A Fast Open connect to a protected destination that the caller may reach
+/// only with checked requests (`http` rules, `require_imdsv2`) is refused:
+/// reported with reason `fast-open`. Other callers keep Fast Open (their
+/// connect decision covers what they send).
+#[inline(never)]
+fn fast_open_refused(
+    dest: &'static Protected,
+    key: [u8; 16],
+    port: u16,
+    protocol: u16,
+    hook: Hook,
+) -> bool {
+    let Some(s) = sender(dest, key, port, protocol, hook) else {
+        return true;
+    };
+    if !crate::http::enforced(&s) {
+        return false;
+    }
+    let action = decide::refusal(s.cfg, s.dest);
+    // The verdict goes where the sender's is kept: this frame stays small
+    // (it sits on top of the connect decision's and `sender`'s).
+    let Some(info) = SENDERS.get_ptr_mut(0) else {
+        return true;
+    };
+    unsafe {
+        (*info).verdict.rule = NONE_U16;
+        (*info).verdict.action = action as u8;
+        (*info).verdict.reason = decide::Reason::FastOpen as u8;
+    }
+    report_unaggregated(&s);
+    action == Action::Deny
+}
+
+/// Sends the sender's verdict as an event of its own, outside the
+/// aggregation window (a one-off refusal must not become the verdict that
+/// later connects of the same key reuse). A frame of its own.
+#[inline(never)]
+fn report_unaggregated(s: &Sender) {
+    emit(|ev| {
+        ev.set_key(&s.info.agg);
+        ev.set_verdict(&s.info.verdict);
+        s.fill(ev);
+    });
 }
 
 /// The decision for the current task reaching `key`:`port`: true when it may
 /// proceed (unprotected, allowed, or audited). `on_pass` runs for a passing
-/// decision at a protected destination with (action, policy generation).
+/// decision at a protected destination with (action, policy generation, destination).
 /// `report_allows` = false sends only denials and audits (per-send hooks,
 /// where an allow event per message would be noise).
-#[inline(always)]
+/// Not inlined: its temporaries (key, window, identity) get a frame of
+/// their own, so the connect program can call the Fast Open check beside it.
+#[inline(never)]
 pub fn decide_current(
     key: [u8; 16],
     port: u16,
     protocol: u16,
     hook: Hook,
     report_allows: bool,
-    on_pass: impl FnOnce(u8, u32),
+    on_pass: impl FnOnce(u8, u32, &'static Protected),
 ) -> bool {
     let Some(dest) = protected_at(key, port) else {
         return true;
@@ -181,7 +279,7 @@ pub fn decide_current(
     };
     let passes = verdict.action != Action::Deny as u8;
     if passes {
-        on_pass(verdict.action, cfg.generation);
+        on_pass(verdict.action, cfg.generation, dest);
     }
     // Spelled out rather than through `Window::record`: with that closure
     // LLVM emitted a read of an uninitialised register here, which the

@@ -353,7 +353,7 @@ fn matching_entries(cfg: &metaguard_common::maps::Config, sc: *mut Scratch, seen
 /// IMDSv2. Otherwise requests are only classified and reported (a rule
 /// without `http` allows any bytes, as at connect).
 #[inline(always)]
-fn enforced(s: &Sender) -> bool {
+pub fn enforced(s: &Sender) -> bool {
     let any_request = decide::any_request_rules(s.cfg, &s.info.allowed);
     s.guarded()
         && (any_request.first().is_none()

@@ -160,6 +160,7 @@ pub fn reason_name(r: u8) -> &'static str {
         x if x == Reason::HttpRejected as u8 => "http-rejected",
         x if x == Reason::Imdsv1 as u8 => "imdsv1-refused",
         x if x == Reason::Granted as u8 => "granted",
+        x if x == Reason::FastOpen as u8 => "fast-open",
         _ => "unknown",
     }
 }

@@ -433,3 +433,32 @@ fn aws_requests_are_classified_under_rules_without_http() {
     assert_eq!(ev["action"], "allow");
     assert_eq!(targets_at_least(&env, 3).len(), 3);
 }
+
+/// TCP Fast Open queues the request before the connection exists, where the
+/// per-send check cannot see it: to an endpoint where the caller's requests
+/// are checked, the Fast Open connect itself is refused (EPERM), on both
+/// families, and nothing arrives. A plain connect by the same program
+/// still works for its listed requests.
+#[test]
+fn fast_open_is_refused_where_requests_are_checked() {
+    let env = env_or_skip!("http-tfo", HTTP_RULES);
+    const CREDS: &str = "/latest/meta-data/iam/security-credentials/";
+    for addr in [IMDS, IMDS6] {
+        let d = env.run(&env.probe, &["tfo", addr, "80", "--path", CREDS]);
+        assert!(d.denied(), "{addr}: Fast Open must fail at connect: {d:?}");
+        let ev = env
+            .wait_event(|e| {
+                e["reason"] == "fast-open" && e["pid"].as_u64() == d.json["pid"].as_u64()
+            })
+            .unwrap_or_else(|| panic!("{addr}: a fast-open event"));
+        assert_eq!(ev["action"], "deny");
+        assert_eq!(ev["exe"]["name"], "metaguard-probe");
+    }
+    assert!(
+        targets(&env).iter().all(|t| t != CREDS),
+        "a Fast Open request arrived: {:?}",
+        targets(&env)
+    );
+    let ok = raw(&env, &close(&get(ID_PATH, TOKEN)), None);
+    assert!(ok.ok(), "{ok:?}");
+}

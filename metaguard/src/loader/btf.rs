@@ -216,6 +216,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         group_info_ngroups: btf.offset_of("group_info", "ngroups")?,
         group_info_gid: btf.offset_of("group_info", "gid")?,
         task_start_boottime: btf.offset_of("task_struct", "start_boottime")?,
+        tcp_fastopen_req: btf.offset_of("tcp_sock", "fastopen_req")?,
         valid: 1,
     })
 }

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_coarse_ns,
-        bpf_probe_read_kernel, bpf_skc_to_tcp_sock,
+        bpf_skc_to_tcp_sock,
     },
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
     programs::SockAddrContext,
@@ -18,8 +18,6 @@ use metaguard_common::{
     },
     ruleset::RuleSet,
 };
-
-use core::ffi::c_void;
 
 use crate::{
     emit::{emit, same_verdict, window},
@@ -156,7 +154,8 @@ const IPPROTO_TCP: u16 = 6;
 /// the first write after `TCP_FASTOPEN_CONNECT`): the kernel sets
 /// `fastopen_req` for the duration of that send, and the data would go out
 /// with the SYN or right after it, before the socket reaches the per-send
-/// check. Unreadable counts as pending (deny-by-default).
+/// check. A socket without its `struct sock` counts as pending
+/// (deny-by-default).
 #[inline(never)]
 fn fast_open_pending(ctx: &SockAddrContext) -> bool {
     let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
@@ -168,16 +167,13 @@ fn fast_open_pending(ctx: &SockAddrContext) -> bool {
         // Not a TCP socket after all (MPTCP's outer socket): no Fast Open.
         return false;
     }
-    let mut req = 0u64;
-    let off = offsets().tcp_fastopen_req as u64;
-    let rc = unsafe {
-        bpf_probe_read_kernel(
-            (&mut req as *mut u64).cast(),
-            8,
-            ((tp as u64).wrapping_add(off)) as *const c_void,
+    // A BTF-typed pointer: a direct, fault-tolerant load (see identity.rs).
+    let req: u64 = unsafe {
+        core::ptr::read_volatile(
+            (tp as u64).wrapping_add(offsets().tcp_fastopen_req as u64) as *const u64
         )
     };
-    rc != 0 || req != 0
+    req != 0
 }
 
 /// A Fast Open connect to a protected destination that the caller may reach

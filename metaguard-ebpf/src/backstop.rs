@@ -42,12 +42,19 @@ struct Dest {
 
 #[inline(always)]
 pub fn check(ctx: &SkBuffContext) -> i32 {
-    let Some(d) = parse(ctx) else {
+    let Some((key, protocol, l4)) = parse(ctx) else {
         return PASS; // Not IP: no protected destination to reach.
     };
-    if prefilter(&d.key) == 0 {
+    // Most packets stop here, before the port is read (a helper call when
+    // the transport header is not in the linear data).
+    if prefilter(&key) == 0 {
         return PASS;
     }
+    let d = Dest {
+        key,
+        port: l4.and_then(|off| dport_at(ctx, off)),
+        protocol,
+    };
     let (endpoint, audit_only) = match d.port {
         Some(port) => match protected_at(d.key, port) {
             Some(p) => (p.endpoint, p.flags & PROTECTED_AUDIT != 0),
@@ -187,37 +194,32 @@ fn report(
 /// Reads the linear packet data directly (no helper call on every packet of
 /// the host); headers outside it are read with `bpf_skb_load_bytes`.
 #[inline(always)]
-fn parse(ctx: &SkBuffContext) -> Option<Dest> {
+/// The destination key, the IP protocol, and where the TCP/UDP header
+/// starts (None: no port to read: other protocols, fragments, IPv6
+/// extension headers).
+fn parse(ctx: &SkBuffContext) -> Option<([u8; 16], u8, Option<usize>)> {
     let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     if proto == ETH_P_IP {
         let h: [u8; 20] = header(ctx, 0)?;
         let ihl = ((h[0] & 0x0f) as usize) * 4;
         let frag_off = (((h[6] & 0x1f) as u16) << 8) | h[7] as u16;
         let key = addr::key_from_v4_octets([h[16], h[17], h[18], h[19]]);
-        let port = if frag_off == 0 && (h[9] == IPPROTO_TCP || h[9] == IPPROTO_UDP) && ihl >= 20 {
-            dport_at(ctx, ihl)
+        let l4 = if frag_off == 0 && (h[9] == IPPROTO_TCP || h[9] == IPPROTO_UDP) && ihl >= 20 {
+            Some(ihl)
         } else {
             None
         };
-        Some(Dest {
-            key,
-            port,
-            protocol: h[9],
-        })
+        Some((key, h[9], l4))
     } else if proto == ETH_P_IPV6 {
         let h: [u8; 40] = header(ctx, 0)?;
         let mut key = [0u8; 16];
         key.copy_from_slice(&h[24..40]);
-        let port = if h[6] == IPPROTO_TCP || h[6] == IPPROTO_UDP {
-            dport_at(ctx, 40)
+        let l4 = if h[6] == IPPROTO_TCP || h[6] == IPPROTO_UDP {
+            Some(40)
         } else {
             None
         };
-        Some(Dest {
-            key,
-            port,
-            protocol: h[6],
-        })
+        Some((key, h[6], l4))
     } else {
         None
     }
@@ -241,6 +243,6 @@ fn header<const N: usize>(ctx: &SkBuffContext, off: usize) -> Option<[u8; N]> {
 
 #[inline(always)]
 fn dport_at(ctx: &SkBuffContext, l4: usize) -> Option<u16> {
-    let p: [u8; 4] = ctx.load(l4).ok()?;
+    let p: [u8; 4] = header(ctx, l4)?;
     Some(u16::from_be_bytes([p[2], p[3]]))
 }

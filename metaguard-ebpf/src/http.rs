@@ -24,7 +24,7 @@ use metaguard_common::{
     decide::{self, Action, Reason},
     event::{AggCount, Event, EVENT_REQUEST, IMDS_V1, IMDS_V2, NONE_U16},
     http::{HeaderTable, HttpKey, HttpParser, Reject, Step, MAX_HEADER_BLOCK, TOKEN_ENTRY},
-    maps::{ConnState, MAX_HTTP_SCOPES, PROTECTED_INSPECT},
+    maps::{slot_scope, ConnState, MAX_HTTP_SCOPES, PROTECTED_INSPECT},
     ruleset::RuleSet,
 };
 
@@ -170,7 +170,7 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
         // Could not make the bytes readable: refuse rather than pass them.
         return refuse(s, cookie, None, Reject::BadState as u8);
     }
-    let (Some(sc), Some(table)) = (HTTP_STATE.get_ptr_mut(0), HTTP_TABLE.get(0)) else {
+    let (Some(sc), Some(table)) = (HTTP_STATE.get_ptr_mut(0), HTTP_TABLE.get(s.cfg.slot)) else {
         return DROP;
     };
     let parser = unsafe { core::ptr::addr_of_mut!((*sc).parser) };
@@ -271,15 +271,17 @@ extern "C" fn lookup_scope(i: u64, ctx: *mut c_void) -> i64 {
     if scope as u32 & !c.seen != 0 {
         return 0;
     }
+    // Keys of the decision's slot only.
+    let scope = slot_scope(cfg.slot, scope as u32);
     let sc = unsafe { &mut *c.scratch };
-    sc.parser.fill_exact(scope as u32, &mut sc.key);
+    sc.parser.fill_exact(scope, &mut sc.key);
     if let Some(v) = unsafe { HTTP_RULES.get(&sc.key) } {
         sc.rules = sc.rules.or(&v.rules);
     }
     if cfg.http_wildcards != 0 {
         let mut p = Prefixes {
             scratch: c.scratch,
-            scope: scope as u32,
+            scope,
         };
         unsafe {
             bpf_loop(

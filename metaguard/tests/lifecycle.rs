@@ -519,3 +519,124 @@ fn reloads_switch_whole_policies_never_a_mixture() {
         .count();
     assert_eq!(applied, reloads);
 }
+
+/// A daemon on its own control socket `name`, sharing the environment's pin
+/// directory, with `extra` arguments to `run`.
+fn daemon_on(env: &Env, name: &str, keep: bool, extra: &[&str]) -> (Daemon, PathBuf) {
+    let ctl = env.tmp.0.join(name);
+    let pin_dir = env.bpffs.pin_dir();
+    let mut args = vec![
+        "--control",
+        ctl.to_str().unwrap(),
+        "--pin-dir",
+        pin_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let start = if keep {
+        Daemon::start_keeping
+    } else {
+        Daemon::start_with_args
+    };
+    let d = start(
+        Path::new(BIN),
+        &env.policy,
+        env.sb.cgroup_dir(),
+        Format::Json,
+        &args,
+        |_| {},
+    )
+    .unwrap();
+    (d, ctl)
+}
+
+/// Kernel ids of the programs a daemon reports in `status`.
+fn program_ids(ctl: &Path) -> Vec<u64> {
+    let out = Command::new(BIN)
+        .args(["status", "--format", "json", "--control"])
+        .arg(ctl)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    st["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Upgrade-style replace: a running daemon is stopped the production way
+/// (SIGTERM without --detach-on-exit: its programs keep enforcing), and a
+/// daemon whose maps differ takes over under the bounded client load.
+/// "Differ" without a second build: the new daemon loads with other
+/// capacities for SOCK_TAGS, AGGREGATES and PROTECTED_SOCKS (the hidden
+/// `run --test-map-entries`), so its maps are created with another shape
+/// and its programs are new programs bound to them, as an upgraded build's
+/// would be.
+#[test]
+fn an_upgrade_with_other_maps_takes_over_under_load_without_a_gap() {
+    if !root_or_skip("life-upgrade") {
+        return;
+    }
+    let env = Env::start("life-upgrade", PROBE_ONLY);
+    // The "old version": keeps enforcing when stopped.
+    let (mut old, old_ctl) = daemon_on(&env, "control-old.sock", true, &[]);
+    let old_ids = program_ids(&old_ctl);
+    let old_sets = pin_sets(&env);
+    assert_eq!(old_sets.len(), 1);
+    let n = 3000;
+    let mut new = None;
+    let (eperm, failures) = under_load(&env, n, || {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(old.stop().unwrap().success());
+        // Nobody is running: the old programs still decide.
+        assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
+        new = Some(daemon_on(
+            &env,
+            "control-new.sock",
+            false,
+            &[
+                "--test-map-entries",
+                "SOCK_TAGS=32768",
+                "--test-map-entries",
+                "AGGREGATES=2048",
+                "--test-map-entries",
+                "PROTECTED_SOCKS=16384",
+            ],
+        ));
+    });
+    assert_eq!(
+        eperm, n,
+        "every denied connect was refused, across the upgrade"
+    );
+    assert_eq!(failures, 0, "allowed requests never failed");
+    assert!(
+        env.sb
+            .requests()
+            .iter()
+            .all(|r| r.target == "/latest/meta-data/instance-id"),
+        "only the allowed probe reached the service"
+    );
+    let (new, new_ctl) = new.unwrap();
+    let new_ids = program_ids(&new_ctl);
+    assert_eq!(new_ids.len(), old_ids.len());
+    assert!(
+        new_ids.iter().all(|id| !old_ids.contains(id)),
+        "every program was replaced: {old_ids:?} -> {new_ids:?}"
+    );
+    // The old programs are gone from the kernel (nothing holds them).
+    let loaded: Vec<u64> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id() as u64)
+        .collect();
+    assert!(
+        old_ids.iter().all(|id| !loaded.contains(id)),
+        "old programs still loaded: {old_ids:?} in {loaded:?}"
+    );
+    let sets = pin_sets(&env);
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert!(!old_sets.contains(&sets[0]), "the old pins are gone");
+    assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
+    assert!(env.run(&env.probe, &["tcp", IMDS, "80"]).ok());
+    drop(new);
+}

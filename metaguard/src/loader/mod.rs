@@ -79,14 +79,41 @@ impl Guard {
     /// Loads the programs (not yet attached). Fails with a message naming
     /// the missing capability or kernel feature.
     pub fn load() -> Result<Guard> {
+        Guard::load_with(&[])
+    }
+
+    /// As [`Guard::load`], with `MAP=N` capacities overriding the built-in
+    /// ones. Test only (`run --test-map-entries`, hidden): it gives a second
+    /// daemon maps of another shape than the first one's, as an upgraded
+    /// build would have, so upgrade-style takeovers are tested without a
+    /// second build. Policy maps are not accepted (their capacities are
+    /// checked against the policy limits).
+    pub fn load_with(map_entries: &[String]) -> Result<Guard> {
+        let mut sizes = Vec::new();
+        for e in map_entries {
+            let (name, n) = e
+                .split_once('=')
+                .with_context(|| format!("--test-map-entries {e}: expected MAP=N"))?;
+            let n: u32 = n
+                .parse()
+                .with_context(|| format!("--test-map-entries {e}: N is not a number"))?;
+            if ![names::SOCK_TAGS, names::AGGREGATES, names::PROTECTED_SOCKS].contains(&name) {
+                bail!("--test-map-entries: {name} cannot be resized (SOCK_TAGS, AGGREGATES, PROTECTED_SOCKS can)");
+            }
+            sizes.push((name, n));
+        }
         if OBJECT.is_empty() {
             bail!("this metaguard was built with AYA_BUILD_SKIP: it carries no kernel programs; rebuild without it");
         }
         let btf = btf::Btf::from_sys_fs()?;
         let offsets =
             btf::kernel_offsets(&btf).context("reading kernel struct offsets from BTF")?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(names::OFFSETS, &offsets, true)
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::OFFSETS, &offsets, true);
+        for (name, n) in &sizes {
+            loader.map_max_entries(name, *n);
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| explain_load_error(anyhow!(e)))?;
         for name in SOCK_ADDR_PROGRAMS {

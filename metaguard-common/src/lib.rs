@@ -38,6 +38,8 @@ mod pod {
     unsafe impl aya::Pod for ConnState {}
     unsafe impl aya::Pod for Protected {}
     unsafe impl aya::Pod for ExeKey {}
+    unsafe impl aya::Pod for IdKey {}
+    unsafe impl aya::Pod for CgroupKey {}
     unsafe impl aya::Pod for ExeEntry {}
     unsafe impl aya::Pod for SubjectEntry {}
     unsafe impl aya::Pod for Config {}

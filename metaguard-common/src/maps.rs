@@ -12,7 +12,77 @@
 //!
 //! Identity lookups (`EXES`, `UIDS`, `GIDS`, `CGROUPS`) each give the
 //! [`RuleSet`] of allow rules that identity satisfies.
+//!
+//! # Policy slots: atomic reloads
+//!
+//! The maps hold up to two policies, in *slots* 0 and 1: every policy key
+//! carries its slot (`PortKey::slot`, `DestKey::slot`, `ExeKey::slot`,
+//! [`IdKey`], [`CgroupKey`], the LPM key's first byte
+//! ([`slot_prefix_key`]), the high bits of the HTTP key's scope
+//! ([`slot_scope`])), `CONFIG` and `HTTP_TABLE` are indexed by slot, and
+//! each `PREFILTER` word packs one byte of flags per slot
+//! ([`prefilter_flags`]). `ACTIVE` holds the slot in force. A program reads
+//! `ACTIVE` once per decision (only past the pre-filter: unprotected traffic
+//! costs the one array read it always did) and makes every lookup of that
+//! decision in that slot, so a decision sees one policy whole.
+//!
+//! A reload writes the inactive slot completely, waits for a grace period
+//! (every program that might have read the old `PREFILTER` byte of that
+//! slot has finished), flips `ACTIVE` with one update, waits again (no
+//! program still uses the old slot), then clears the old slot. The waits are
+//! RCU grace periods: the programs are not sleepable and run under RCU.
 use crate::ruleset::RuleSet;
+
+/// Policies the maps hold at once (the one in force and the one being
+/// written); the maps' capacities are this many times the per-policy limits.
+pub const SLOTS: u32 = 2;
+
+/// The `PREFILTER` flags of `slot` (0 or 1) in a packed `PREFILTER` word.
+#[inline(always)]
+pub fn prefilter_flags(packed: u32, slot: u32) -> u32 {
+    (packed >> ((slot & 1) * 8)) & 0xff
+}
+
+/// `packed` with the flags of `slot` replaced by `flags`; the other slot's
+/// byte is left as it is (programs using it never see a change).
+#[inline(always)]
+pub fn prefilter_with(packed: u32, slot: u32, flags: u32) -> u32 {
+    let shift = (slot & 1) * 8;
+    (packed & !(0xff << shift)) | ((flags & 0xff) << shift)
+}
+
+/// Bits of the slot byte in front of an address in `PREFIXES` keys.
+pub const SLOT_PREFIX_BITS: u32 = 8;
+
+/// Bytes of `PREFIXES` key data: the slot byte, the address, and 3 bytes
+/// never compared (the values' alignment wants a multiple of 4).
+pub const SLOT_PREFIX_KEY_LEN: usize = 20;
+
+/// The `PREFIXES` key data of `addr` in `slot`: the slot byte, then the
+/// 16-byte address key. A prefix of `bits` address bits is stored with
+/// prefix length `SLOT_PREFIX_BITS + bits`, so lookups only ever match
+/// entries of their own slot.
+#[inline(always)]
+pub fn slot_prefix_key(slot: u32, addr: &[u8; 16]) -> [u8; SLOT_PREFIX_KEY_LEN] {
+    let mut k = [0u8; SLOT_PREFIX_KEY_LEN];
+    k[0] = slot as u8;
+    let mut i = 0;
+    while i < 16 {
+        k[i + 1] = addr[i];
+        i += 1;
+    }
+    k
+}
+
+/// Where the slot goes in `HttpKey::scope` (the low 16 bits are the
+/// required-header set).
+pub const HTTP_SLOT_SHIFT: u32 = 16;
+
+/// `HttpKey::scope` of header set `scope` in `slot`.
+#[inline(always)]
+pub fn slot_scope(slot: u32, scope: u32) -> u32 {
+    (scope & 0xffff) | (slot << HTTP_SLOT_SHIFT)
+}
 
 /// Map names, shared so the daemon finds what the programs declare.
 pub mod names {
@@ -25,6 +95,7 @@ pub mod names {
     pub const GIDS: &str = "GIDS";
     pub const CGROUPS: &str = "CGROUPS";
     pub const CONFIG: &str = "CONFIG";
+    pub const ACTIVE: &str = "ACTIVE";
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const SOCK_TAGS: &str = "SOCK_TAGS";
@@ -122,6 +193,7 @@ pub struct PrefixInfo {
 pub struct PortKey {
     pub set: u32,
     pub port: u32,
+    pub slot: u32,
 }
 
 /// Key of `DESTS`: one protected address (full-length prefix) and port.
@@ -130,6 +202,7 @@ pub struct PortKey {
 pub struct DestKey {
     pub addr: [u8; 16],
     pub port: u32,
+    pub slot: u32,
 }
 
 /// `Protected::flags`: decide and report, block nothing.
@@ -159,6 +232,24 @@ pub struct Protected {
 pub struct ExeKey {
     pub ino: u64,
     pub dev: u32,
+    /// Policy slot in `EXES` keys; 0 elsewhere.
+    pub slot: u32,
+}
+
+/// Key of `UIDS` and `GIDS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IdKey {
+    pub id: u32,
+    pub slot: u32,
+}
+
+/// Key of `CGROUPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CgroupKey {
+    pub id: u64,
+    pub slot: u32,
     pub _pad: u32,
 }
 
@@ -197,7 +288,7 @@ pub const CONFIG_GRANTS: u32 = 16;
 /// Supplementary groups looked up per decision; more are not considered.
 pub const MAX_SUPPLEMENTARY_GROUPS: usize = 16;
 
-/// The single entry of the `CONFIG` array.
+/// An entry of the `CONFIG` array, one per slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -207,7 +298,9 @@ pub struct Config {
     pub cgroup_levels: u32,
     /// Counts policy loads; tags record it.
     pub generation: u32,
-    pub _pad: u32,
+    /// The slot this configuration is in (its `CONFIG` index): every policy
+    /// lookup of a decision made under it uses this slot.
+    pub slot: u32,
     /// Repeats of a reported decision within this many ns are counted, not
     /// sent (see `event::AggKey`); 0 sends every decision.
     pub aggregate_ns: u64,
@@ -271,4 +364,59 @@ pub struct SockTag {
     pub hook: u8,
     pub action: u8,
     pub generation: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefilter_words_keep_one_byte_per_slot() {
+        let w = prefilter_with(0, 0, PREFILTER_DESTS);
+        let w = prefilter_with(w, 1, PREFILTER_LPM | PREFILTER_DESTS);
+        assert_eq!(prefilter_flags(w, 0), PREFILTER_DESTS);
+        assert_eq!(prefilter_flags(w, 1), PREFILTER_LPM | PREFILTER_DESTS);
+        // Rewriting one slot never changes what the other one reads.
+        for flags in 0..4 {
+            let v = prefilter_with(w, 1, flags);
+            assert_eq!(prefilter_flags(v, 0), PREFILTER_DESTS);
+            assert_eq!(prefilter_flags(v, 1), flags);
+        }
+        // Cleared in both slots: the one-read fast path says unprotected.
+        assert_eq!(prefilter_with(prefilter_with(w, 0, 0), 1, 0), 0);
+        // A stray high slot bit cannot reach another byte.
+        assert_eq!(prefilter_flags(w, 3), prefilter_flags(w, 1));
+    }
+
+    #[test]
+    fn prefix_keys_start_with_the_slot() {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&[169, 254, 169, 254]);
+        let k0 = slot_prefix_key(0, &addr);
+        let k1 = slot_prefix_key(1, &addr);
+        assert_eq!((k0[0], k1[0]), (0, 1));
+        assert_eq!(&k0[1..17], &addr);
+        assert_eq!(&k1[1..17], &addr);
+        assert_eq!(&k1[17..], &[0; 3]);
+    }
+
+    #[test]
+    fn http_scopes_keep_the_header_set_below_the_slot() {
+        assert_eq!(slot_scope(0, 0b101), 0b101);
+        assert_eq!(slot_scope(1, 0b101), 0b101 | 1 << HTTP_SLOT_SHIFT);
+        assert_ne!(slot_scope(0, 0), slot_scope(1, 0));
+        assert_eq!(slot_scope(1, 0xffff) & 0xffff, 0xffff);
+    }
+
+    #[test]
+    fn slotted_keys_have_no_padding() {
+        // Key bytes are hashed whole: every byte must be a named field.
+        assert_eq!(core::mem::size_of::<PortKey>(), 12);
+        assert_eq!(core::mem::size_of::<DestKey>(), 24);
+        assert_eq!(core::mem::size_of::<ExeKey>(), 16);
+        assert_eq!(core::mem::size_of::<IdKey>(), 8);
+        assert_eq!(core::mem::size_of::<CgroupKey>(), 16);
+    }
 }

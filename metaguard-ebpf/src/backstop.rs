@@ -13,14 +13,14 @@ use metaguard_common::{
     addr,
     decide::{self, Action, Reason},
     event::{AggCount, AggKey, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, NONE_U16},
-    maps::{Config, Protected, SockTag, PROTECTED_AUDIT},
+    maps::{Config, IdKey, Protected, SockTag, PROTECTED_AUDIT},
 };
 
 use crate::{
     emit,
-    guard::protected_at,
+    guard::{config, protected_in},
     identity::cgroup_match,
-    maps::{prefilter, prefix_key, CONFIG, PREFIXES, SOCK_TAGS, UIDS},
+    maps::{active_slot, prefilter, prefix_key, slot_needs, PREFIXES, SOCK_TAGS, UIDS},
 };
 
 const PASS: i32 = 1;
@@ -47,7 +47,14 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
     };
     // Most packets stop here, before the port is read (a helper call when
     // the transport header is not in the linear data).
-    if prefilter(&key) == 0 {
+    let packed = prefilter(&key);
+    if packed == 0 {
+        return PASS;
+    }
+    // One slot for the whole decision (see `metaguard_common::maps`).
+    let slot = active_slot();
+    let needs = slot_needs(packed, slot);
+    if needs == 0 {
         return PASS;
     }
     let d = Dest {
@@ -56,23 +63,24 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
         protocol,
     };
     let (endpoint, audit_only) = match d.port {
-        Some(port) => match protected_at(d.key, port) {
+        Some(port) => match protected_in(slot, needs, d.key, port) {
             Some(p) => (p.endpoint, p.flags & PROTECTED_AUDIT != 0),
             None => return PASS,
         },
         // No port to read: the address alone makes it protected.
-        None => match PREFIXES.get(&prefix_key(d.key)) {
+        None => match PREFIXES.get(&prefix_key(slot, &d.key)) {
             Some(info) => (info.endpoint, info.flags & PROTECTED_AUDIT != 0),
             None => return PASS,
         },
     };
-    let Some(cfg) = CONFIG.get(0) else {
+    let Some(cfg) = config(slot) else {
         return DROP;
     };
     let skb = ctx.skb.skb;
     let uid = ctx.skb.get_socket_uid();
     let cg = cgroup_match(cfg, Some(skb));
-    if !decide::is_guarded(cfg, unsafe { UIDS.get(&uid) }, cg.guard) {
+    let uid_entry = unsafe { UIDS.get(&IdKey { id: uid, slot }) };
+    if !decide::is_guarded(cfg, uid_entry, cg.guard) {
         return PASS;
     }
     if connected_to(ctx, &d) {

@@ -13,8 +13,8 @@ use metaguard_common::{
     decide::{self, Action, Subject},
     event::{AggCount, AggKey, Hook, EVENT_NO_EXE, NONE_U16},
     maps::{
-        Config, DestKey, PortKey, Protected, SockTag, CONFIG_GRANTS, CONFIG_GROUPS, CONFIG_UIDS,
-        PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM,
+        Config, DestKey, ExeKey, IdKey, PortKey, Protected, SockTag, CONFIG_GRANTS, CONFIG_GROUPS,
+        CONFIG_UIDS, PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM,
     },
     ruleset::RuleSet,
 };
@@ -25,8 +25,8 @@ use crate::{
         cgroup_match, current_exe, exe_name, start_boottime, supplementary_rules, Exe, ExeFile,
     },
     maps::{
-        offsets, prefilter, prefix_key, CONFIG, DESTS, EXES, GIDS, GRANTS, PORTS, PREFIXES,
-        SENDERS, SOCK_TAGS, UIDS,
+        active_slot, offsets, prefilter, prefix_key, slot_needs, CONFIG, DESTS, EXES, GIDS, GRANTS,
+        PORTS, PREFIXES, SENDERS, SOCK_TAGS, UIDS,
     },
 };
 
@@ -67,12 +67,35 @@ pub fn sock_addr_v6(ctx: &SockAddrContext, hook: Hook) -> i32 {
     )
 }
 
+/// A protected destination, as the slot in force describes it. Every later
+/// lookup of the decision uses `slot` (see `metaguard_common::maps`, "Policy
+/// slots").
+#[derive(Clone, Copy)]
+pub struct Found {
+    pub slot: u32,
+    pub dest: &'static Protected,
+}
+
 /// What is protected at `key`:`port`, if anything. Unprotected addresses
-/// stop at the pre-filter; single protected addresses take one hashed lookup
-/// per port tried; addresses in wider prefixes go through the LPM trie.
+/// stop at the pre-filter (one array read); only then is the slot in force
+/// read, once.
 #[inline(always)]
-pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
-    let needs = prefilter(&key);
+pub fn protected_at(key: [u8; 16], port: u16) -> Option<Found> {
+    let packed = prefilter(&key);
+    if packed == 0 {
+        return None;
+    }
+    let slot = active_slot();
+    let dest = protected_in(slot, slot_needs(packed, slot), key, port)?;
+    Some(Found { slot, dest })
+}
+
+/// What `slot` protects at `key`:`port`, given the lookups its pre-filter
+/// flags (`needs`) call for: single protected addresses take one hashed
+/// lookup per port tried; addresses in wider prefixes go through the LPM
+/// trie.
+#[inline(always)]
+pub fn protected_in(slot: u32, needs: u32, key: [u8; 16], port: u16) -> Option<&'static Protected> {
     if needs == 0 {
         return None;
     }
@@ -82,11 +105,13 @@ pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
                 .get(&DestKey {
                     addr: key,
                     port: port as u32,
+                    slot,
                 })
                 .or_else(|| {
                     DESTS.get(&DestKey {
                         addr: key,
                         port: PORT_ANY,
+                        slot,
                     })
                 })
         };
@@ -94,21 +119,34 @@ pub fn protected_at(key: [u8; 16], port: u16) -> Option<&'static Protected> {
             return found;
         }
     }
-    let info = PREFIXES.get(&prefix_key(key))?;
+    let info = PREFIXES.get(&prefix_key(slot, &key))?;
     let set = info.set;
     unsafe {
         PORTS
             .get(&PortKey {
                 set,
                 port: port as u32,
+                slot,
             })
             .or_else(|| {
                 PORTS.get(&PortKey {
                     set,
                     port: PORT_ANY,
+                    slot,
                 })
             })
     }
+}
+
+/// The configuration of `slot`; `None` (refuse) unless the daemon wrote it
+/// for that slot.
+#[inline(always)]
+pub fn config(slot: u32) -> Option<&'static Config> {
+    let cfg = CONFIG.get(slot)?;
+    if cfg.slot != slot {
+        return None;
+    }
+    Some(cfg)
 }
 
 #[inline(always)]
@@ -116,39 +154,31 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
     let sa = unsafe { &*ctx.sock_addr };
     let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
     // The protected destination, once a decision let the caller through.
-    let mut passed_dest: Option<&'static Protected> = None;
-    let pass = decide_current(
-        key,
-        port,
-        protocol,
-        hook,
-        true,
-        |action, generation, dest| {
-            passed_dest = Some(dest);
-            // A connected socket is recognised at the backstop by its
-            // destination; only sendmsg, which leaves the socket unconnected,
-            // needs a tag.
-            if matches!(hook, Hook::Sendmsg4 | Hook::Sendmsg6) {
-                tag_socket(ctx, key, port, hook, action, generation);
-            }
-        },
-    );
+    let mut passed: Option<(&'static Config, &'static Protected)> = None;
+    let pass = decide_current(key, port, protocol, hook, true, |action, cfg, dest| {
+        passed = Some((cfg, dest));
+        let generation = cfg.generation;
+        // A connected socket is recognised at the backstop by its
+        // destination; only sendmsg, which leaves the socket unconnected,
+        // needs a tag.
+        if matches!(hook, Hook::Sendmsg4 | Hook::Sendmsg6) {
+            tag_socket(ctx, key, port, hook, action, generation);
+        }
+    });
     if !pass {
         return DENY;
     }
-    if let Some(dest) = passed_dest {
+    if let Some((cfg, dest)) = passed {
         if matches!(hook, Hook::Connect4 | Hook::Connect6)
             && protocol == IPPROTO_TCP
             && fast_open_pending(ctx)
-            && fast_open_refused(dest, key, port, protocol, hook)
+            && fast_open_refused(cfg, dest, key, port, protocol, hook)
         {
             return DENY;
         }
     }
     ALLOW
 }
-
-const IPPROTO_TCP: u16 = 6;
 
 /// Whether this connect is a TCP Fast Open send (`sendto(MSG_FASTOPEN)`, or
 /// the first write after `TCP_FASTOPEN_CONNECT`): the kernel sets
@@ -182,15 +212,17 @@ fn fast_open_pending(ctx: &SockAddrContext) -> bool {
 /// connect decision covers what they send).
 #[inline(never)]
 fn fast_open_refused(
+    cfg: &'static Config,
     dest: &'static Protected,
     key: [u8; 16],
     port: u16,
     protocol: u16,
     hook: Hook,
 ) -> bool {
-    let Some(s) = sender(dest, key, port, protocol, hook) else {
+    let Some(info) = sender(cfg, dest, key, port) else {
         return true;
     };
+    let s = Sender { cfg, dest, info };
     if !crate::http::enforced(&s) {
         return false;
     }
@@ -201,6 +233,9 @@ fn fast_open_refused(
         return true;
     };
     unsafe {
+        // Named as the connect it is (`sender` names a send).
+        (*info).agg.hook = hook as u8;
+        (*info).agg.protocol = protocol;
         (*info).verdict.rule = NONE_U16;
         (*info).verdict.action = action as u8;
         (*info).verdict.reason = decide::Reason::FastOpen as u8;
@@ -223,7 +258,8 @@ fn report_unaggregated(s: &Sender) {
 
 /// The decision for the current task reaching `key`:`port`: true when it may
 /// proceed (unprotected, allowed, or audited). `on_pass` runs for a passing
-/// decision at a protected destination with (action, policy generation, destination).
+/// decision at a protected destination with (action, the slot's
+/// configuration, destination).
 /// `report_allows` = false sends only denials and audits (per-send hooks,
 /// where an allow event per message would be noise).
 /// Not inlined: its temporaries (key, window, identity) get a frame of
@@ -235,13 +271,14 @@ pub fn decide_current(
     protocol: u16,
     hook: Hook,
     report_allows: bool,
-    on_pass: impl FnOnce(u8, u32, &'static Protected),
+    on_pass: impl FnOnce(u8, &'static Config, &'static Protected),
 ) -> bool {
-    let Some(dest) = protected_at(key, port) else {
+    let Some(found) = protected_at(key, port) else {
         return true;
     };
+    let dest = found.dest;
     // A protected destination with no configuration loaded: refuse.
-    let Some(cfg) = CONFIG.get(0) else {
+    let Some(cfg) = config(found.slot) else {
         return false;
     };
     let uid_gid = bpf_get_current_uid_gid();
@@ -275,7 +312,7 @@ pub fn decide_current(
     };
     let passes = verdict.action != Action::Deny as u8;
     if passes {
-        on_pass(verdict.action, cfg.generation, dest);
+        on_pass(verdict.action, cfg, dest);
     }
     // Spelled out rather than through `Window::record`: with that closure
     // LLVM emitted a read of an uninitialised register here, which the
@@ -314,18 +351,20 @@ pub struct Sender {
     pub info: &'static SenderInfo,
 }
 
-/// The sender reaching `dest`, protected at `key`:`port`; `None` when no
-/// policy is loaded (the caller refuses then). Not inlined: its temporaries
-/// live in a frame of their own, beside the HTTP checker's.
+/// The sender on a TCP connection to `dest`, protected at `key`:`port`,
+/// decided under `cfg` (the configuration of the slot `dest` was found in),
+/// written to this CPU's `SENDERS` entry. Not inlined: its temporaries live
+/// in a frame of their own, beside the HTTP checker's. Returns a single
+/// pointer (no struct returned through the stack: the verifier refuses a
+/// subprogram whose `r0` still holds a stack address when it returns).
 #[inline(never)]
 pub fn sender(
+    cfg: &'static Config,
     dest: &'static Protected,
     key: [u8; 16],
     port: u16,
-    protocol: u16,
-    hook: Hook,
-) -> Option<Sender> {
-    let cfg = CONFIG.get(0)?;
+) -> Option<&'static SenderInfo> {
+    let (protocol, hook) = (IPPROTO_TCP, Hook::SendmsgTcp);
     let info = SENDERS.get_ptr_mut(0)?;
     let info = unsafe { &mut *info };
     let uid_gid = bpf_get_current_uid_gid();
@@ -359,8 +398,10 @@ pub fn sender(
     a._pad = [0; 2];
     info.exe = ExeFile::of(exe.as_ref());
     info.tid = pid_tgid as u32;
-    Some(Sender { cfg, dest, info })
+    Some(info)
 }
+
+const IPPROTO_TCP: u16 = 6;
 
 impl Sender {
     pub fn guarded(&self) -> bool {
@@ -410,20 +451,37 @@ fn granted(cfg: &Config, dest: &Protected, exe: Option<&Exe>) -> bool {
     }
 }
 
-/// The caller with its lookups: only in the maps the policy fills.
+/// The caller with its lookups: only in the maps the policy fills, in the
+/// configuration's slot.
 #[inline(always)]
 fn subject(cfg: &Config, exe: Option<&Exe>, uid: u32, gid: u32) -> Subject<'static> {
     let cg = cgroup_match(cfg, None);
     Subject {
         exe_generation: exe.map(|e| e.generation),
-        exe: exe.and_then(|e| unsafe { EXES.get(&e.key) }),
+        exe: exe.and_then(|e| unsafe {
+            EXES.get(&ExeKey {
+                ino: e.key.ino,
+                dev: e.key.dev,
+                slot: cfg.slot,
+            })
+        }),
         uid: if cfg.flags & CONFIG_UIDS != 0 {
-            unsafe { UIDS.get(&uid) }
+            unsafe {
+                UIDS.get(&IdKey {
+                    id: uid,
+                    slot: cfg.slot,
+                })
+            }
         } else {
             None
         },
         gid: if cfg.flags & CONFIG_GROUPS != 0 {
-            unsafe { GIDS.get(&gid) }
+            unsafe {
+                GIDS.get(&IdKey {
+                    id: gid,
+                    slot: cfg.slot,
+                })
+            }
         } else {
             None
         },

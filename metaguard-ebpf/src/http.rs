@@ -25,7 +25,7 @@ use metaguard_common::{
     decide::{self, Action, Reason},
     event::{AggCount, Event, EVENT_REQUEST, IMDS_V1, IMDS_V2, NONE_U16},
     http::{HeaderTable, HttpKey, HttpParser, Reject, Step, MAX_HEADER_BLOCK, TOKEN_ENTRY},
-    maps::{ConnState, MAX_HTTP_SCOPES, PROTECTED_INSPECT},
+    maps::{slot_scope, ConnState, MAX_HTTP_SCOPES, PROTECTED_INSPECT},
     ruleset::RuleSet,
 };
 
@@ -55,6 +55,8 @@ pub struct Scratch {
     /// stack values exactly, and a counter it can follow makes every loop
     /// step a new state to explore.
     pub pos: u32,
+    /// How many bytes to feed.
+    pub n: u32,
 }
 
 /// Bytes the fast path may take in one loop step before the full step runs.
@@ -65,11 +67,9 @@ const FAST_RUN: u32 = 16;
 struct Feed {
     data: usize,
     data_end: usize,
-    parser: *mut HttpParser,
+    /// The scratch entry: the parser, and the cursor (`pos`, `n`).
+    scratch: *mut Scratch,
     table: *const HeaderTable,
-    /// Next byte to feed (in the scratch map), and how many to feed.
-    pos: *mut u32,
-    n: u32,
     /// 0: not refused; else the `Reject` number.
     reject: u32,
     complete: u32,
@@ -82,13 +82,13 @@ struct Feed {
 #[inline(never)]
 extern "C" fn feed_bytes(_i: u64, ctx: *mut c_void) -> i64 {
     let f = unsafe { &mut *(ctx as *mut Feed) };
-    let parser = unsafe { &mut *f.parser };
-    let pos = unsafe { &mut *f.pos };
+    let sc = unsafe { &mut *f.scratch };
+    let (parser, pos, n) = (&mut sc.parser, &mut sc.pos, sc.n);
     // 256: no byte left for the full step.
     let mut full: u32 = 256;
     let mut k = 0;
     while k < FAST_RUN {
-        if *pos >= f.n {
+        if *pos >= n {
             return 1;
         }
         let p = f.data + (*pos as usize & (HTTP_WINDOW as usize - 1));
@@ -202,20 +202,20 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
         // Could not make the bytes readable: refuse rather than pass them.
         return refuse(s, cookie, None, Reject::BadState as u8);
     }
-    let (Some(sc), Some(table)) = (HTTP_STATE.get_ptr_mut(0), HTTP_TABLE.get(0)) else {
+    let (Some(sc), Some(table)) = (HTTP_STATE.get_ptr_mut(0), HTTP_TABLE.get(s.cfg.slot)) else {
         return DROP;
     };
     let parser = unsafe { core::ptr::addr_of_mut!((*sc).parser) };
     unsafe { (*parser).restart() };
-    let pos = unsafe { core::ptr::addr_of_mut!((*sc).pos) };
-    unsafe { *pos = 0 };
+    unsafe {
+        (*sc).pos = 0;
+        (*sc).n = n;
+    }
     let mut f = Feed {
         data: ctx.data(),
         data_end: ctx.data_end(),
-        parser,
+        scratch: sc,
         table,
-        pos,
-        n,
         reject: 0,
         complete: 0,
     };
@@ -307,15 +307,17 @@ extern "C" fn lookup_scope(i: u64, ctx: *mut c_void) -> i64 {
     if scope as u32 & !c.seen != 0 {
         return 0;
     }
+    // Keys of the decision's slot only.
+    let scope = slot_scope(cfg.slot, scope as u32);
     let sc = unsafe { &mut *c.scratch };
-    sc.parser.fill_exact(scope as u32, &mut sc.key);
+    sc.parser.fill_exact(scope, &mut sc.key);
     if let Some(v) = unsafe { HTTP_RULES.get(&sc.key) } {
         sc.rules = sc.rules.or(&v.rules);
     }
     if cfg.http_wildcards != 0 {
         let mut p = Prefixes {
             scratch: c.scratch,
-            scope: scope as u32,
+            scope,
         };
         unsafe {
             bpf_loop(

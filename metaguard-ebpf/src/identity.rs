@@ -8,7 +8,9 @@ use aya_ebpf::helpers::generated::{
 };
 use metaguard_common::{
     event::EXE_NAME_LEN,
-    maps::{Config, ExeKey, CONFIG_GROUPS, MAX_CGROUP_LEVEL, MAX_SUPPLEMENTARY_GROUPS},
+    maps::{
+        CgroupKey, Config, ExeKey, IdKey, CONFIG_GROUPS, MAX_CGROUP_LEVEL, MAX_SUPPLEMENTARY_GROUPS,
+    },
     ruleset::RuleSet,
 };
 
@@ -62,7 +64,7 @@ pub fn current_exe() -> Option<Exe> {
         let dev: u32 = field(sb, o.sb_dev);
         let generation: u32 = field(inode, o.inode_generation);
         Some(Exe {
-            key: ExeKey { ino, dev, _pad: 0 },
+            key: ExeKey { ino, dev, slot: 0 },
             generation,
             file,
         })
@@ -179,7 +181,11 @@ pub fn supplementary_rules(cfg: &Config) -> RuleSet {
         if i as i32 >= n {
             break;
         }
-        if let Some(e) = unsafe { GIDS.get(&gids[i]) } {
+        let k = IdKey {
+            id: gids[i],
+            slot: cfg.slot,
+        };
+        if let Some(e) = unsafe { GIDS.get(&k) } {
             rules = rules.or(&e.rules);
         }
         i += 1;
@@ -203,6 +209,7 @@ pub fn cgroup_match(cfg: &Config, skb: Option<*mut __sk_buff>) -> CgroupMatch {
         rules: RuleSet::EMPTY,
     };
     let levels = cfg.cgroup_levels;
+    let slot = cfg.slot;
     let mut level = 0u32;
     while level <= MAX_CGROUP_LEVEL {
         if levels >> level == 0 {
@@ -218,7 +225,8 @@ pub fn cgroup_match(cfg: &Config, skb: Option<*mut __sk_buff>) -> CgroupMatch {
             if id == 0 {
                 break;
             }
-            if let Some(e) = unsafe { CGROUPS.get(&id) } {
+            let k = CgroupKey { id, slot, _pad: 0 };
+            if let Some(e) = unsafe { CGROUPS.get(&k) } {
                 m.guard |= e.guard != 0;
                 m.rules = m.rules.or(&e.rules);
             }

@@ -1,5 +1,8 @@
 //! The maps the daemon fills (policy) and reads (events, counters). Layouts
 //! live in `metaguard_common::maps`; names there match these statics.
+//!
+//! Policy maps hold two slots (see `metaguard_common::maps`, "Policy
+//! slots"): their capacities are `SLOTS` times the per-policy limits.
 use aya_ebpf::{
     btf_maps::{
         lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
@@ -12,41 +15,53 @@ use metaguard_common::{
     event::{AggCount, AggKey, Event},
     http::{HeaderTable, HttpKey},
     maps::{
-        Config, ConnState, DestKey, ExeEntry, ExeKey, Grant, HttpAllow, PortKey, PrefixInfo,
-        Protected, SockTag, SubjectEntry, MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_GRANTS,
-        MAX_HTTP_RULES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_PROTECTED_SOCKS, MAX_SOCK_TAGS,
-        MAX_SUBJECTS,
+        prefilter_flags, slot_prefix_key, CgroupKey, Config, ConnState, DestKey, ExeEntry, ExeKey,
+        Grant, HttpAllow, IdKey, PortKey, PrefixInfo, Protected, SockTag, SubjectEntry,
+        MAX_AGGREGATES, MAX_DESTS, MAX_EXES, MAX_GRANTS, MAX_HTTP_RULES, MAX_PORT_ENTRIES,
+        MAX_PREFIXES, MAX_PROTECTED_SOCKS, MAX_SOCK_TAGS, MAX_SUBJECTS, SLOTS, SLOT_PREFIX_KEY_LEN,
     },
     offsets::KernelOffsets,
 };
 
-/// Non-zero where some protected prefix falls in the bucket.
+/// Non-zero where some protected prefix falls in the bucket: one byte of
+/// flags per slot, so the unprotected fast path is this one read.
 #[btf_map]
 pub static PREFILTER: Array<u32, { PREFILTER_BUCKETS as usize }> = Array::new();
 
+/// The policy slot in force (0 or 1), read once per protected decision.
 #[btf_map]
-pub static PREFIXES: LpmTrie<[u8; 16], PrefixInfo, { MAX_PREFIXES as usize }> = LpmTrie::new();
+pub static ACTIVE: Array<u32, 1> = Array::new();
 
 #[btf_map]
-pub static PORTS: HashMap<PortKey, Protected, { MAX_PORT_ENTRIES as usize }> = HashMap::new();
+pub static PREFIXES: LpmTrie<
+    [u8; SLOT_PREFIX_KEY_LEN],
+    PrefixInfo,
+    { (SLOTS * MAX_PREFIXES) as usize },
+> = LpmTrie::new();
 
 #[btf_map]
-pub static DESTS: HashMap<DestKey, Protected, { MAX_DESTS as usize }> = HashMap::new();
+pub static PORTS: HashMap<PortKey, Protected, { (SLOTS * MAX_PORT_ENTRIES) as usize }> =
+    HashMap::new();
 
 #[btf_map]
-pub static EXES: HashMap<ExeKey, ExeEntry, { MAX_EXES as usize }> = HashMap::new();
+pub static DESTS: HashMap<DestKey, Protected, { (SLOTS * MAX_DESTS) as usize }> = HashMap::new();
 
 #[btf_map]
-pub static UIDS: HashMap<u32, SubjectEntry, { MAX_SUBJECTS as usize }> = HashMap::new();
+pub static EXES: HashMap<ExeKey, ExeEntry, { (SLOTS * MAX_EXES) as usize }> = HashMap::new();
 
 #[btf_map]
-pub static GIDS: HashMap<u32, SubjectEntry, { MAX_SUBJECTS as usize }> = HashMap::new();
+pub static UIDS: HashMap<IdKey, SubjectEntry, { (SLOTS * MAX_SUBJECTS) as usize }> = HashMap::new();
 
 #[btf_map]
-pub static CGROUPS: HashMap<u64, SubjectEntry, { MAX_SUBJECTS as usize }> = HashMap::new();
+pub static GIDS: HashMap<IdKey, SubjectEntry, { (SLOTS * MAX_SUBJECTS) as usize }> = HashMap::new();
 
 #[btf_map]
-pub static CONFIG: Array<Config, 1> = Array::new();
+pub static CGROUPS: HashMap<CgroupKey, SubjectEntry, { (SLOTS * MAX_SUBJECTS) as usize }> =
+    HashMap::new();
+
+/// One configuration per slot.
+#[btf_map]
+pub static CONFIG: Array<Config, { SLOTS as usize }> = Array::new();
 
 pub const EVENTS_BYTES: usize = 4 * 1024 * 1024;
 
@@ -89,9 +104,9 @@ pub static PROTECTED_SOCKS: SockHash<u64, { MAX_PROTECTED_SOCKS as usize }> = So
 #[btf_map]
 pub static HTTP_STATE: PerCpuArray<crate::http::Scratch, 1> = PerCpuArray::new();
 
-/// Header names the HTTP checker tracks; written by the daemon.
+/// Header names the HTTP checker tracks, per slot; written by the daemon.
 #[btf_map]
-pub static HTTP_TABLE: Array<HeaderTable, 1> = Array::new();
+pub static HTTP_TABLE: Array<HeaderTable, { SLOTS as usize }> = Array::new();
 
 /// The sender being judged on a protected connection (per-CPU scratch).
 #[btf_map]
@@ -99,7 +114,8 @@ pub static SENDERS: PerCpuArray<crate::guard::SenderInfo, 1> = PerCpuArray::new(
 
 /// Requests the policy's `http` entries allow, by key.
 #[btf_map]
-pub static HTTP_RULES: HashMap<HttpKey, HttpAllow, { MAX_HTTP_RULES as usize }> = HashMap::new();
+pub static HTTP_RULES: HashMap<HttpKey, HttpAllow, { (SLOTS * MAX_HTTP_RULES) as usize }> =
+    HashMap::new();
 
 /// Per-connection request-stream state (socket-local storage: it lives and
 /// dies with the socket, so a reused address pair never inherits it).
@@ -132,14 +148,30 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
 
-/// Which lookups `addr` needs (`PREFILTER_LPM` | `PREFILTER_DESTS`); 0 means
-/// certainly not protected.
+/// The packed pre-filter word of `addr`'s bucket: 0 means certainly not
+/// protected, in either slot; `prefilter_flags(word, slot)` gives the
+/// lookups (`PREFILTER_LPM` | `PREFILTER_DESTS`) a slot needs.
 #[inline(always)]
 pub fn prefilter(addr: &[u8; 16]) -> u32 {
     PREFILTER.get(prefilter_index(addr)).copied().unwrap_or(0)
 }
 
+/// The slot in force; read once per decision, past the pre-filter.
 #[inline(always)]
-pub fn prefix_key(addr: [u8; 16]) -> Key<[u8; 16]> {
-    Key::new(128, addr)
+pub fn active_slot() -> u32 {
+    ACTIVE.get(0).copied().unwrap_or(0) & 1
+}
+
+/// The lookups `slot` needs for a packed pre-filter word.
+#[inline(always)]
+pub fn slot_needs(packed: u32, slot: u32) -> u32 {
+    prefilter_flags(packed, slot)
+}
+
+#[inline(always)]
+pub fn prefix_key(slot: u32, addr: &[u8; 16]) -> Key<[u8; SLOT_PREFIX_KEY_LEN]> {
+    Key::new(
+        128 + metaguard_common::maps::SLOT_PREFIX_BITS,
+        slot_prefix_key(slot, addr),
+    )
 }

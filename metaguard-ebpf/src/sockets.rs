@@ -18,19 +18,17 @@ use aya_ebpf::{
 use metaguard_common::{
     addr::{key_from_v4_raw, key_from_v6_raw, port_from_remote_port},
     decide::Action,
-    event::Hook,
     maps::ConnState,
 };
 
 use crate::{
-    guard::{protected_at, sender},
+    guard::{config, protected_at, sender, Sender},
     http,
     maps::{HTTP_CONNS, PROTECTED_SOCKS},
 };
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
-const IPPROTO_TCP: u16 = 6;
 
 /// sock_ops programs return 1; the value only matters for a few ops that
 /// take a reply, none of which is used here.
@@ -111,12 +109,20 @@ pub fn sk_msg(ctx: &SkMsgContext) -> u32 {
     let Some((key, port)) = remote_key(family, ip4, ip6, port) else {
         return SK_PASS;
     };
-    let Some(dest) = protected_at(key, port) else {
+    let Some(found) = protected_at(key, port) else {
         return SK_PASS;
     };
     // Protected, but no policy loaded: refuse.
-    let Some(s) = sender(dest, key, port, IPPROTO_TCP, Hook::SendmsgTcp) else {
+    let Some(cfg) = config(found.slot) else {
         return SK_DROP;
+    };
+    let Some(info) = sender(cfg, found.dest, key, port) else {
+        return SK_DROP;
+    };
+    let s = Sender {
+        cfg,
+        dest: found.dest,
+        info,
     };
     if s.info.verdict.action == Action::Deny as u8 {
         s.report();

@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub pin_dir: PathBuf,
     /// Detach on SIGINT/SIGTERM instead of leaving the programs enforcing.
     pub detach_on_exit: bool,
+    /// Test only: `MAP=N` capacities overriding the built-in ones (see
+    /// [`Guard::load_with`]).
+    pub test_map_entries: Vec<String>,
 }
 
 /// `metaguard unload`: detaches and removes the pinned attachments on
@@ -108,7 +111,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let fanout = Arc::new(Fanout::default());
     let (ask_tx, mut ask_rx) = mpsc::channel::<control::Ask>(16);
     let server = control::Server::start(&opts.control, ask_tx, fanout.clone())?;
-    let mut guard = Guard::load()?;
+    let mut guard = Guard::load_with(&opts.test_map_entries)?;
     guard.apply(&current)?;
     guard.attach_pinned(&dir, &opts.pin_dir)?;
     let events = guard.take_events()?;

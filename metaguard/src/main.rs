@@ -41,6 +41,11 @@ enum Command {
         /// Detach on SIGINT/SIGTERM; by default the programs keep enforcing after the daemon stops.
         #[arg(long)]
         detach_on_exit: bool,
+        /// Test only (hidden): load map MAP with N entries instead of its
+        /// built-in capacity, so a test can run a daemon whose maps differ
+        /// from another's without a second build (upgrade tests).
+        #[arg(long, hide = true, value_name = "MAP=N")]
+        test_map_entries: Vec<String>,
     },
     /// Remove metaguard's programs (all pinned attachments, or those on --cgroup).
     Unload {
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
             control,
             pin_dir,
             detach_on_exit,
+            test_map_entries,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
                 control,
                 pin_dir,
                 detach_on_exit,
+                test_map_entries,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

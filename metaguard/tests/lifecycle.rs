@@ -314,3 +314,329 @@ fn learn_live_follows_the_daemon_and_proposes_a_policy() {
     assert!(text.contains("[[allow]]"), "{text}");
     assert!(text.contains(env.probe.to_str().unwrap()), "{text}");
 }
+
+/// Two policies that differ in which rule index allows what, so that any
+/// decision mixing them shows (see the test below). `{a}`, `{b}`, `{n}`
+/// are copies of the probe (other files: other identities).
+const SLOT_A: &str = r#"
+mode = "enforce"
+
+[[endpoint]]
+name      = "aws-imds"
+addresses = ["169.254.169.254/32", "fd00:ec2::254/128"]
+
+[[endpoint]]
+name      = "elsewhere"
+addresses = ["192.0.2.1/32"]
+
+[[allow]]
+name      = "probe"
+endpoints = ["aws-imds"]
+exe       = "{probe}"
+
+[[allow]]
+name      = "a"
+endpoints = ["aws-imds"]
+exe       = "{tmp}/copy-a"
+"#;
+
+const SLOT_B: &str = r#"
+mode = "enforce"
+
+[[endpoint]]
+name      = "aws-imds"
+addresses = ["169.254.169.254/32", "fd00:ec2::254/128"]
+
+[[endpoint]]
+name      = "elsewhere"
+addresses = ["192.0.2.1/32"]
+
+[[allow]]
+name      = "n-elsewhere"
+endpoints = ["elsewhere"]
+exe       = "{tmp}/copy-n"
+
+[[allow]]
+name      = "probe"
+endpoints = ["aws-imds"]
+exe       = "{probe}"
+
+[[allow]]
+name      = "b"
+endpoints = ["aws-imds"]
+exe       = "{tmp}/copy-b"
+"#;
+
+/// Reloads switch policies atomically. Policy A allows the probe (rule 0)
+/// and copy-a (rule 1) at the endpoint; policy B allows copy-n elsewhere
+/// (rule 0), the probe (rule 1) and copy-b (rule 2). A decision that took
+/// the destination's rules from one policy and the caller's from the other
+/// would let copy-n through (A's rules {0, 1} with B's "copy-n is rule 0")
+/// or refuse the probe (B's rules {1, 2} with A's "probe is rule 0"). While
+/// the daemon switches between A and B many times, the probe (allowed by
+/// both) must never fail, on new connections or on requests over a
+/// keep-alive one (each request is decided again), and copy-n (allowed by
+/// neither) must never connect, nor reach the service with a request.
+#[test]
+fn reloads_switch_whole_policies_never_a_mixture() {
+    if !root_or_skip("life-atomic") {
+        return;
+    }
+    let env = Env::start_with("life-atomic", SLOT_A, |tmp| {
+        for name in ["copy-a", "copy-b", "copy-n"] {
+            std::fs::copy(probe_binary(), tmp.join(name)).unwrap();
+        }
+    });
+    let text = |t: &str| {
+        t.replace("{probe}", env.probe.to_str().unwrap())
+            .replace("{tmp}", env.tmp.0.to_str().unwrap())
+    };
+    let (a, b) = (text(SLOT_A), text(SLOT_B));
+    let copy = |n: &str| env.tmp.0.join(n);
+    let (copy_a, copy_b, copy_n) = (copy("copy-a"), copy("copy-b"), copy("copy-n"));
+    let ctl = env.control.to_str().unwrap().to_string();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let stop = || done.load(std::sync::atomic::Ordering::SeqCst);
+    // Each client repeats bounded loops until the reloads are over (at most
+    // 40 rounds): (decisions, outcomes that break the rule).
+    const ROUND: u64 = 300;
+    let reloads = 40;
+    let (probe_connects, probe_requests, n_connects, ab_decisions) = std::thread::scope(|s| {
+        let probe_connects = s.spawn(|| {
+            let (mut total, mut bad) = (0, 0);
+            for _ in 0..40 {
+                let r = env.run(&env.probe, &["connect-loop", IMDS, "80", "--count", "300"]);
+                total += r.json["attempted"].as_u64().unwrap_or(0);
+                bad += ROUND - r.json["ok_count"].as_u64().unwrap_or(0);
+                if stop() {
+                    break;
+                }
+            }
+            (total, bad)
+        });
+        let probe_requests = s.spawn(|| {
+            let (mut total, mut bad) = (0, 0);
+            for _ in 0..40 {
+                let r = env.run(&env.probe, &["http-loop", IMDS, "80", "--count", "300"]);
+                total += r.json["attempted"].as_u64().unwrap_or(0);
+                bad += ROUND - r.json["ok_count"].as_u64().unwrap_or(0);
+                if stop() {
+                    break;
+                }
+            }
+            (total, bad)
+        });
+        let n_connects = s.spawn(|| {
+            let (mut total, mut bad) = (0, 0);
+            for i in 0..40 {
+                let r = env.run(&copy_n, &["connect-loop", IMDS, "80", "--count", "300"]);
+                total += r.json["attempted"].as_u64().unwrap_or(0);
+                bad += ROUND - r.json["errors"]["EPERM"].as_u64().unwrap_or(0);
+                // And requests, which the service would log if they came.
+                let path = format!("/neither/{i}");
+                let r = env.run(
+                    &copy_n,
+                    &["http-loop", IMDS, "80", "--count", "5", "--path", &path],
+                );
+                bad += r.json["ok_count"].as_u64().unwrap_or(0);
+                if stop() {
+                    break;
+                }
+            }
+            (total, bad)
+        });
+        // copy-a and copy-b are allowed by one policy each: any outcome is
+        // one of the two; they add load on the same paths.
+        let ab = s.spawn(|| {
+            let mut total = 0;
+            for _ in 0..40 {
+                for c in [&copy_a, &copy_b] {
+                    let r = env.run(c, &["connect-loop", IMDS, "80", "--count", "150"]);
+                    total += r.json["attempted"].as_u64().unwrap_or(0);
+                }
+                if stop() {
+                    break;
+                }
+            }
+            total
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let t0 = std::time::Instant::now();
+        for i in 0..reloads {
+            std::fs::write(&env.policy, if i % 2 == 0 { &b } else { &a }).unwrap();
+            let out = Command::new(BIN)
+                .args(["reload", "--control", &ctl])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "reload {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("{reloads} reloads in {:?}", t0.elapsed());
+        (
+            probe_connects.join().unwrap(),
+            probe_requests.join().unwrap(),
+            n_connects.join().unwrap(),
+            ab.join().unwrap(),
+        )
+    });
+    eprintln!(
+        "{reloads} reloads; decisions: probe connects {}, probe requests {}, copy-n connects {}, copy-a/b connects {ab_decisions}",
+        probe_connects.0, probe_requests.0, n_connects.0
+    );
+    assert_eq!(
+        probe_connects.1, 0,
+        "probe connects refused: {probe_connects:?}"
+    );
+    assert_eq!(
+        probe_requests.1, 0,
+        "probe requests failed: {probe_requests:?}"
+    );
+    assert_eq!(n_connects.1, 0, "copy-n got through: {n_connects:?}");
+    // Every client ran through the reloads (connects to the service are
+    // slower than refusals: fewer of them).
+    assert!(probe_connects.0 >= 2 * ROUND && n_connects.0 >= 10 * ROUND);
+    assert!(probe_requests.0 >= 10 * ROUND);
+    // The service saw the probe's requests only.
+    let reqs = env.sb.requests();
+    assert!(
+        reqs.iter()
+            .all(|r| r.target == "/latest/meta-data/instance-id"),
+        "{:?}",
+        reqs.iter()
+            .find(|r| r.target != "/latest/meta-data/instance-id")
+    );
+    let applied = env
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "reload" && e["result"] == "applied")
+        .count();
+    assert_eq!(applied, reloads);
+}
+
+/// A daemon on its own control socket `name`, sharing the environment's pin
+/// directory, with `extra` arguments to `run`.
+fn daemon_on(env: &Env, name: &str, keep: bool, extra: &[&str]) -> (Daemon, PathBuf) {
+    let ctl = env.tmp.0.join(name);
+    let pin_dir = env.bpffs.pin_dir();
+    let mut args = vec![
+        "--control",
+        ctl.to_str().unwrap(),
+        "--pin-dir",
+        pin_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let start = if keep {
+        Daemon::start_keeping
+    } else {
+        Daemon::start_with_args
+    };
+    let d = start(
+        Path::new(BIN),
+        &env.policy,
+        env.sb.cgroup_dir(),
+        Format::Json,
+        &args,
+        |_| {},
+    )
+    .unwrap();
+    (d, ctl)
+}
+
+/// Kernel ids of the programs a daemon reports in `status`.
+fn program_ids(ctl: &Path) -> Vec<u64> {
+    let out = Command::new(BIN)
+        .args(["status", "--format", "json", "--control"])
+        .arg(ctl)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    st["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Upgrade-style replace: a running daemon is stopped the production way
+/// (SIGTERM without --detach-on-exit: its programs keep enforcing), and a
+/// daemon whose maps differ takes over under the bounded client load.
+/// "Differ" without a second build: the new daemon loads with other
+/// capacities for SOCK_TAGS, AGGREGATES and PROTECTED_SOCKS (the hidden
+/// `run --test-map-entries`), so its maps are created with another shape
+/// and its programs are new programs bound to them, as an upgraded build's
+/// would be.
+#[test]
+fn an_upgrade_with_other_maps_takes_over_under_load_without_a_gap() {
+    if !root_or_skip("life-upgrade") {
+        return;
+    }
+    let env = Env::start("life-upgrade", PROBE_ONLY);
+    // The "old version": keeps enforcing when stopped.
+    let (mut old, old_ctl) = daemon_on(&env, "control-old.sock", true, &[]);
+    let old_ids = program_ids(&old_ctl);
+    let old_sets = pin_sets(&env);
+    assert_eq!(old_sets.len(), 1);
+    let n = 3000;
+    let mut new = None;
+    let (eperm, failures) = under_load(&env, n, || {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(old.stop().unwrap().success());
+        // Nobody is running: the old programs still decide.
+        assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
+        new = Some(daemon_on(
+            &env,
+            "control-new.sock",
+            false,
+            &[
+                "--test-map-entries",
+                "SOCK_TAGS=32768",
+                "--test-map-entries",
+                "AGGREGATES=2048",
+                "--test-map-entries",
+                "PROTECTED_SOCKS=16384",
+            ],
+        ));
+    });
+    assert_eq!(
+        eperm, n,
+        "every denied connect was refused, across the upgrade"
+    );
+    assert_eq!(failures, 0, "allowed requests never failed");
+    assert!(
+        env.sb
+            .requests()
+            .iter()
+            .all(|r| r.target == "/latest/meta-data/instance-id"),
+        "only the allowed probe reached the service"
+    );
+    let (new, new_ctl) = new.unwrap();
+    let new_ids = program_ids(&new_ctl);
+    assert_eq!(new_ids.len(), old_ids.len());
+    assert!(
+        new_ids.iter().all(|id| !old_ids.contains(id)),
+        "every program was replaced: {old_ids:?} -> {new_ids:?}"
+    );
+    // The old programs are gone from the kernel (nothing holds them).
+    let loaded: Vec<u64> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id() as u64)
+        .collect();
+    assert!(
+        old_ids.iter().all(|id| !loaded.contains(id)),
+        "old programs still loaded: {old_ids:?} in {loaded:?}"
+    );
+    let sets = pin_sets(&env);
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert!(!old_sets.contains(&sets[0]), "the old pins are gone");
+    assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
+    assert!(env.run(&env.probe, &["tcp", IMDS, "80"]).ok());
+    drop(new);
+}

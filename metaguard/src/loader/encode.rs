@@ -6,6 +6,11 @@
 //! Per set and port, `Protected` holds the union of the rules allowing any
 //! endpoint there; it is audit-only when every such endpoint is in audit mode
 //! (deny wins).
+//!
+//! Every key is written for one policy slot (see `metaguard_common::maps`,
+//! "Policy slots"): [`encode`] takes the slot and puts it in each key and in
+//! the configuration; prefixes and pre-filter flags are kept per slot here
+//! and placed by the loader (`slot_prefix_key`, `prefilter_with`).
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
@@ -16,10 +21,10 @@ use metaguard_common::{
         V4_MAPPED_PREFIX_BITS,
     },
     maps::{
-        Config, DestKey, ExeEntry, ExeKey, HttpAllow, PortKey, PrefixInfo, Protected, SubjectEntry,
-        CONFIG_ENFORCE, CONFIG_GROUPS, CONFIG_GUARD_ALL, CONFIG_UIDS, EXE_CHECK_GENERATION,
-        MAX_CGROUP_LEVEL, MAX_HTTP_SCOPES, PORT_ANY, PREFILTER_DESTS, PREFILTER_LPM,
-        PROTECTED_AUDIT, PROTECTED_IMDSV2, PROTECTED_INSPECT,
+        slot_scope, CgroupKey, Config, DestKey, ExeEntry, ExeKey, HttpAllow, IdKey, PortKey,
+        PrefixInfo, Protected, SubjectEntry, CONFIG_ENFORCE, CONFIG_GROUPS, CONFIG_GUARD_ALL,
+        CONFIG_UIDS, EXE_CHECK_GENERATION, MAX_CGROUP_LEVEL, MAX_HTTP_SCOPES, PORT_ANY,
+        PREFILTER_DESTS, PREFILTER_LPM, PROTECTED_AUDIT, PROTECTED_IMDSV2, PROTECTED_INSPECT,
     },
     ruleset::RuleSet,
 };
@@ -69,7 +74,7 @@ impl KeyPrefix {
     }
 }
 
-/// Everything the maps hold for one policy.
+/// Everything the maps hold for one policy, in one slot (`config.slot`).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Encoded {
     pub config: Config,
@@ -80,20 +85,22 @@ pub struct Encoded {
     pub ports: Vec<(PortKey, Protected)>,
     pub dests: Vec<(DestKey, Protected)>,
     pub exes: Vec<(ExeKey, ExeEntry)>,
-    pub uids: Vec<(u32, SubjectEntry)>,
-    pub gids: Vec<(u32, SubjectEntry)>,
-    pub cgroups: Vec<(u64, SubjectEntry)>,
+    pub uids: Vec<(IdKey, SubjectEntry)>,
+    pub gids: Vec<(IdKey, SubjectEntry)>,
+    pub cgroups: Vec<(CgroupKey, SubjectEntry)>,
     /// Requests allowed by rules with `http` lists.
     pub http_rules: Vec<(HttpKey, HttpAllow)>,
     /// Header names the kernel notes while parsing requests.
     pub headers: HeaderTable,
 }
 
-pub fn encode(policy: &Policy, generation: u32) -> Encoded {
+/// The map entries of `policy` as generation `generation`, in `slot`.
+pub fn encode(policy: &Policy, generation: u32, slot: u32) -> Encoded {
     let mut out = Encoded::default();
-    encode_destinations(policy, &mut out);
-    encode_subjects(policy, &mut out);
-    encode_http(policy, &mut out);
+    encode_destinations(policy, slot, &mut out);
+    encode_subjects(policy, slot, &mut out);
+    encode_http(policy, slot, &mut out);
+    out.config.slot = slot;
     out.config.generation = generation;
     out.config.aggregate_ns = policy.events.aggregate.as_nanos() as u64;
     // Endpoint modes are already resolved against the top-level mode.
@@ -112,7 +119,7 @@ fn rules_for_endpoint(policy: &Policy, e: usize) -> RuleSet {
     s
 }
 
-fn encode_destinations(policy: &Policy, out: &mut Encoded) {
+fn encode_destinations(policy: &Policy, slot: u32, out: &mut Encoded) {
     let eps: Vec<(usize, Vec<KeyPrefix>)> = policy
         .endpoints
         .iter()
@@ -198,7 +205,7 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
                 | if imdsv2 { PROTECTED_IMDSV2 } else { 0 }
                 | if inspect { PROTECTED_INSPECT } else { 0 };
             out.ports.push((
-                PortKey { set, port },
+                PortKey { set, port, slot },
                 Protected {
                     endpoint: contributing[0] as u32,
                     flags,
@@ -214,6 +221,7 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
                 DestKey {
                     addr: p.key,
                     port: k.port,
+                    slot,
                 },
                 *prot,
             ));
@@ -221,7 +229,7 @@ fn encode_destinations(policy: &Policy, out: &mut Encoded) {
     }
 }
 
-fn encode_subjects(policy: &Policy, out: &mut Encoded) {
+fn encode_subjects(policy: &Policy, slot: u32, out: &mut Encoded) {
     let cfg = &mut out.config;
     let mut exes: BTreeMap<ExeKey, ExeEntry> = BTreeMap::new();
     let mut uids: BTreeMap<u32, SubjectEntry> = BTreeMap::new();
@@ -234,7 +242,7 @@ fn encode_subjects(policy: &Policy, out: &mut Encoded) {
                 let key = ExeKey {
                     ino: x.id.ino,
                     dev: x.id.kdev,
-                    _pad: 0,
+                    slot,
                 };
                 let e = exes.entry(key).or_default();
                 e.rules.insert(i);
@@ -280,15 +288,24 @@ fn encode_subjects(policy: &Policy, out: &mut Encoded) {
         cfg.flags |= CONFIG_UIDS;
     }
     out.exes = exes.into_iter().collect();
-    out.uids = uids.into_iter().collect();
-    out.gids = gids.into_iter().collect();
-    out.cgroups = cgroups.into_iter().collect();
+    out.uids = uids
+        .into_iter()
+        .map(|(id, e)| (IdKey { id, slot }, e))
+        .collect();
+    out.gids = gids
+        .into_iter()
+        .map(|(id, e)| (IdKey { id, slot }, e))
+        .collect();
+    out.cgroups = cgroups
+        .into_iter()
+        .map(|(id, e)| (CgroupKey { id, slot, _pad: 0 }, e))
+        .collect();
 }
 
 /// Each `http` entry becomes a key scoped by the set of headers it requires;
 /// entries of several rules with the same key share it (their rules are
 /// or-ed). Exact paths and wildcard prefixes are distinct key kinds.
-fn encode_http(policy: &Policy, out: &mut Encoded) {
+fn encode_http(policy: &Policy, slot: u32, out: &mut Encoded) {
     out.headers = HeaderTable::with_defaults();
     let mut keys: BTreeMap<Vec<u8>, (HttpKey, RuleSet)> = BTreeMap::new();
     let mut scopes: BTreeSet<u16> = BTreeSet::new();
@@ -309,7 +326,8 @@ fn encode_http(policy: &Policy, out: &mut Encoded) {
                 required |= 1 << bit;
             }
             scopes.insert(required);
-            let scope = required as u32;
+            // The configuration lists the header sets; keys carry the slot too.
+            let scope = slot_scope(slot, required as u32);
             let key = if h.wildcard {
                 out.config.http_wildcards = 1;
                 HttpKey::prefix(scope, h.method.as_bytes(), h.path.as_bytes())
@@ -400,7 +418,7 @@ mod tests {
     fn at(enc: &Encoded, set: u32, port: u32) -> Option<Protected> {
         enc.ports
             .iter()
-            .find(|(k, _)| *k == PortKey { set, port })
+            .find(|(k, _)| *k == PortKey { set, port, slot: 0 })
             .map(|(_, v)| *v)
     }
 
@@ -431,7 +449,7 @@ mod tests {
             ],
             vec![rule("ll", vec![0]), rule("imds", vec![1])],
         );
-        let enc = encode(&p, 1);
+        let enc = encode(&p, 1, 0);
         let host = prefix(&enc, "169.254.169.254/32");
         let net = prefix(&enc, "169.254.0.0/16");
         assert_ne!(host.set, net.set);
@@ -472,7 +490,7 @@ mod tests {
             )],
             vec![],
         );
-        let enc = encode(&p, 1);
+        let enc = encode(&p, 1, 0);
         assert_eq!(
             enc.prefilter,
             vec![
@@ -487,7 +505,7 @@ mod tests {
             vec![],
         );
         assert_eq!(
-            encode(&wide, 1).prefilter,
+            encode(&wide, 1, 0).prefilter,
             [8, 9, 10, 11].map(|b| (b, PREFILTER_LPM))
         );
     }
@@ -501,7 +519,7 @@ mod tests {
             ],
             vec![],
         );
-        let enc = encode(&p, 1);
+        let enc = encode(&p, 1, 0);
         let set = prefix(&enc, "169.254.169.254/32").set;
         assert_eq!(at(&enc, set, 80).unwrap().flags & PROTECTED_AUDIT, 0);
         assert_eq!(
@@ -541,7 +559,7 @@ mod tests {
             vec![r0, r1],
         );
         p.guard.users = vec![33];
-        let enc = encode(&p, 3);
+        let enc = encode(&p, 3, 0);
         let c = enc.config;
         assert_eq!(c.generation, 3);
         assert_eq!(c.flags & CONFIG_GUARD_ALL, 0, "a [guard] is given");
@@ -557,7 +575,7 @@ mod tests {
         let uid = |u: u32| {
             enc.uids
                 .iter()
-                .find(|(k, _)| *k == u)
+                .find(|(k, _)| k.id == u)
                 .map(|(_, v)| *v)
                 .unwrap()
         };
@@ -566,7 +584,11 @@ mod tests {
         assert_eq!(
             enc.cgroups,
             vec![(
-                99,
+                CgroupKey {
+                    id: 99,
+                    slot: 0,
+                    _pad: 0
+                },
                 SubjectEntry {
                     guard: 0,
                     _pad: 0,
@@ -582,7 +604,7 @@ mod tests {
 
     #[test]
     fn no_guard_section_guards_everyone() {
-        let enc = encode(&policy(vec![], vec![]), 1);
+        let enc = encode(&policy(vec![], vec![]), 1, 0);
         assert_ne!(enc.config.flags & CONFIG_GUARD_ALL, 0);
         assert_ne!(enc.config.flags & CONFIG_ENFORCE, 0);
     }
@@ -613,7 +635,7 @@ mod tests {
         );
         ep.require_imdsv2 = true;
         let p = policy(vec![ep], vec![rule("any", vec![0]), r0]);
-        let enc = encode(&p, 1);
+        let enc = encode(&p, 1, 0);
         assert!(enc.config.http_rules.contains(1) && !enc.config.http_rules.contains(0));
         assert_eq!(enc.http_rules.len(), 2);
         // Entry 0 is the IMDSv2 token header; the rule's other header comes next.
@@ -631,5 +653,90 @@ mod tests {
             .ports
             .iter()
             .all(|(_, p)| p.flags & PROTECTED_IMDSV2 != 0));
+    }
+
+    /// The same policy in slot 0 and slot 1: the same entries, each key
+    /// naming its slot, so the two can sit in the maps side by side.
+    #[test]
+    fn each_slot_gets_the_same_entries_under_its_own_keys() {
+        use crate::policy::HttpRule;
+        let cg = CgroupRef {
+            path: "/a".into(),
+            dir: PathBuf::from("/x/a"),
+            id: 7,
+            level: 1,
+        };
+        let mut r0 = rule("all-selectors", vec![0, 1]);
+        r0.exe = Some(ExeRef {
+            path: "/bin/x".into(),
+            id: ExeId {
+                dev: 0x801,
+                kdev: (8 << 20) | 1,
+                ino: 42,
+                generation: None,
+            },
+        });
+        r0.users = vec![1000];
+        r0.groups = vec![5];
+        r0.cgroups = vec![cg.clone()];
+        r0.http = Some(vec![HttpRule {
+            method: "GET".into(),
+            path: "/a/".into(),
+            wildcard: true,
+            require_headers: vec!["x-aws-ec2-metadata-token".into()],
+        }]);
+        let mut p = policy(
+            vec![
+                endpoint(
+                    "one",
+                    &["169.254.169.254/32"],
+                    Some(vec![80]),
+                    Mode::Enforce,
+                ),
+                endpoint("net", &["100.64.0.0/10"], None, Mode::Audit),
+            ],
+            vec![r0],
+        );
+        p.guard.cgroups = vec![cg];
+        let a = encode(&p, 4, 0);
+        let b = encode(&p, 4, 1);
+        for (enc, slot) in [(&a, 0), (&b, 1)] {
+            assert_eq!(enc.config.slot, slot);
+            assert!(!enc.ports.is_empty() && enc.ports.iter().all(|(k, _)| k.slot == slot));
+            assert!(!enc.dests.is_empty() && enc.dests.iter().all(|(k, _)| k.slot == slot));
+            assert!(!enc.exes.is_empty() && enc.exes.iter().all(|(k, _)| k.slot == slot));
+            assert!(!enc.uids.is_empty() && enc.uids.iter().all(|(k, _)| k.slot == slot));
+            assert!(!enc.gids.is_empty() && enc.gids.iter().all(|(k, _)| k.slot == slot));
+            assert!(!enc.cgroups.is_empty() && enc.cgroups.iter().all(|(k, _)| k.slot == slot));
+            assert!(!enc.http_rules.is_empty());
+            for (k, _) in &enc.http_rules {
+                assert_eq!(k.scope >> metaguard_common::maps::HTTP_SLOT_SHIFT, slot);
+                // The header-set part matches a scope the configuration lists.
+                let scopes = &enc.config.http_scopes[..enc.config.http_scope_count as usize];
+                assert!(scopes.contains(&((k.scope & 0xffff) as u16)));
+            }
+        }
+        // Slot 1's keys never equal slot 0's: both fit in the maps at once.
+        assert!(a
+            .ports
+            .iter()
+            .all(|(k, _)| b.ports.iter().all(|(l, _)| k != l)));
+        assert!(a
+            .http_rules
+            .iter()
+            .all(|(k, _)| b.http_rules.iter().all(|(l, _)| k != l)));
+        // Apart from the slot, the entries are the same.
+        let strip = |mut e: Encoded| {
+            e.config.slot = 0;
+            e.ports.iter_mut().for_each(|(k, _)| k.slot = 0);
+            e.dests.iter_mut().for_each(|(k, _)| k.slot = 0);
+            e.exes.iter_mut().for_each(|(k, _)| k.slot = 0);
+            e.uids.iter_mut().for_each(|(k, _)| k.slot = 0);
+            e.gids.iter_mut().for_each(|(k, _)| k.slot = 0);
+            e.cgroups.iter_mut().for_each(|(k, _)| k.slot = 0);
+            e.http_rules.iter_mut().for_each(|(k, _)| k.scope &= 0xffff);
+            e
+        };
+        assert_eq!(strip(a), strip(b));
     }
 }

@@ -24,12 +24,28 @@ use aya::{
 use metaguard_common::{
     addr::PREFILTER_BUCKETS,
     event::{AggCount, AggKey},
-    http::HeaderTable,
-    maps::{names, Config, Grant, PrefixInfo, CONFIG_GRANTS, MAX_CGROUP_LEVEL},
+    http::{HeaderTable, HttpKey},
+    maps::{
+        names, prefilter_with, slot_prefix_key, CgroupKey, Config, DestKey, ExeEntry, ExeKey,
+        Grant, HttpAllow, IdKey, PortKey, PrefixInfo, Protected, SubjectEntry, CONFIG_GRANTS,
+        HTTP_SLOT_SHIFT, MAX_CGROUP_LEVEL, SLOT_PREFIX_BITS, SLOT_PREFIX_KEY_LEN,
+    },
 };
 
-use crate::policy::Policy;
+use crate::{policy::Policy, sys::rcu::GracePeriod};
 use encode::Encoded;
+
+/// The wait between policy switch steps where the kernel offers no RCU
+/// grace period to userspace (see [`Guard::grace_period`]).
+const FALLBACK_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What a cleared slot's `CONFIG` holds: a slot number no program asks for,
+/// so a decision that found it would refuse (never happens: `ACTIVE` only
+/// names written slots).
+const EMPTY_CONFIG: Config = Config {
+    slot: u32::MAX,
+    ..unsafe { std::mem::zeroed() }
+};
 
 /// The kernel object built by build.rs from metaguard-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/metaguard-bpf"));
@@ -48,8 +64,13 @@ pub struct Guard {
     generation: u32,
     /// The pinned set this guard attached through, if any.
     pinned: Option<PathBuf>,
-    /// The CONFIG last written (grants change only its flags).
+    /// The CONFIG in force (grants change only its flags).
     config: Config,
+    /// The policy slot in force (`ACTIVE`).
+    slot: u32,
+    /// Provides the grace periods of a policy switch; `None` when the
+    /// kernel refused it (a fixed wait is used instead).
+    grace: Option<GracePeriod>,
     /// The sk_msg attachment, when pinned (kept or dropped on purpose).
     sk_msg_link: Option<aya::programs::sk_msg::SkMsgLink>,
 }
@@ -58,14 +79,41 @@ impl Guard {
     /// Loads the programs (not yet attached). Fails with a message naming
     /// the missing capability or kernel feature.
     pub fn load() -> Result<Guard> {
+        Guard::load_with(&[])
+    }
+
+    /// As [`Guard::load`], with `MAP=N` capacities overriding the built-in
+    /// ones. Test only (`run --test-map-entries`, hidden): it gives a second
+    /// daemon maps of another shape than the first one's, as an upgraded
+    /// build would have, so upgrade-style takeovers are tested without a
+    /// second build. Policy maps are not accepted (their capacities are
+    /// checked against the policy limits).
+    pub fn load_with(map_entries: &[String]) -> Result<Guard> {
+        let mut sizes = Vec::new();
+        for e in map_entries {
+            let (name, n) = e
+                .split_once('=')
+                .with_context(|| format!("--test-map-entries {e}: expected MAP=N"))?;
+            let n: u32 = n
+                .parse()
+                .with_context(|| format!("--test-map-entries {e}: N is not a number"))?;
+            if ![names::SOCK_TAGS, names::AGGREGATES, names::PROTECTED_SOCKS].contains(&name) {
+                bail!("--test-map-entries: {name} cannot be resized (SOCK_TAGS, AGGREGATES, PROTECTED_SOCKS can)");
+            }
+            sizes.push((name, n));
+        }
         if OBJECT.is_empty() {
             bail!("this metaguard was built with AYA_BUILD_SKIP: it carries no kernel programs; rebuild without it");
         }
         let btf = btf::Btf::from_sys_fs()?;
         let offsets =
             btf::kernel_offsets(&btf).context("reading kernel struct offsets from BTF")?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(names::OFFSETS, &offsets, true)
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::OFFSETS, &offsets, true);
+        for (name, n) in &sizes {
+            loader.map_max_entries(name, *n);
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| explain_load_error(anyhow!(e)))?;
         for name in SOCK_ADDR_PROGRAMS {
@@ -85,18 +133,36 @@ impl Guard {
         p.load().map_err(|e| {
             explain_load_error(anyhow!(e).context(format!("loading program {SK_MSG_PROGRAM}")))
         })?;
-        Ok(Guard {
+        let grace = match GracePeriod::new() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!(
+                    "metaguard: no RCU grace period from the kernel ({e}); policy switches wait {FALLBACK_GRACE:?} instead"
+                );
+                None
+            }
+        };
+        let mut g = Guard {
             ebpf,
             cgroup: PathBuf::new(),
             generation: 0,
             pinned: None,
-            config: Config::default(),
+            config: EMPTY_CONFIG,
+            slot: 0,
+            grace,
             sk_msg_link: None,
-        })
+        };
+        // Both slots empty (refusing); slot 0 is "in force" until `apply`.
+        g.clear_slot(0)?;
+        g.clear_slot(1)?;
+        Ok(g)
     }
 
-    /// Fills the maps from `policy`. Called before attaching, so the programs
-    /// never run without a policy.
+    /// Puts `policy` in force, atomically: it is written whole into the
+    /// slot not in use, then one update of `ACTIVE` switches every decision
+    /// from then on to it (see `metaguard_common::maps`, "Policy slots").
+    /// Also called before attaching, so the programs never run without a
+    /// policy. On error the policy in force stays, untouched.
     pub fn apply(&mut self, policy: &Policy) -> Result<()> {
         for c in policy
             .guard
@@ -112,58 +178,144 @@ impl Guard {
                 );
             }
         }
+        let enc = encode::encode(policy, self.generation + 1, self.slot ^ 1);
+        self.switch_to(&enc)?;
         self.generation += 1;
-        let enc = encode::encode(policy, self.generation);
-        self.write_maps(&enc)
+        Ok(())
     }
 
-    fn write_maps(&mut self, enc: &Encoded) -> Result<()> {
+    /// Writes `enc` into its slot (the inactive one), makes it the active
+    /// one, and clears the other.
+    ///
+    /// Ordering: (1) the inactive slot is written completely, including its
+    /// byte of every `PREFILTER` word; (2) a grace period: any program run
+    /// that read a `PREFILTER` word before (1) has finished; (3) `ACTIVE`
+    /// flips in one update; (4) a grace period: no run still uses the old
+    /// slot; (5) the old slot is cleared. A decision reads `ACTIVE` once and
+    /// keys every lookup with that slot, so it sees one policy whole.
+    fn switch_to(&mut self, enc: &Encoded) -> Result<()> {
+        let next = enc.config.slot;
+        if next == self.slot {
+            bail!("internal error: writing the policy slot in force");
+        }
+        // Leftovers of an earlier failed write (nothing reads this slot).
+        self.clear_slot(next)?;
+        if let Err(e) = self.write_slot(enc) {
+            let _ = self.clear_slot(next);
+            return Err(e);
+        }
+        self.grace_period()?;
         {
-            let mut m: LpmTrie<&mut MapData, [u8; 16], PrefixInfo> =
-                map(&mut self.ebpf, names::PREFIXES)?;
-            let stale: Vec<_> = m.keys().filter_map(|k| k.ok()).collect();
-            for (p, info) in &enc.prefixes {
-                m.insert(&Key::new(p.bits, p.key), info, 0)
-                    .context("PREFIXES")?;
-            }
-            for k in stale {
-                if !enc
-                    .prefixes
-                    .iter()
-                    .any(|(p, _)| p.bits == k.prefix_len() && p.key == k.data())
-                {
-                    let _ = m.remove(&k);
-                }
+            let mut a: Array<&mut MapData, u32> = map(&mut self.ebpf, names::ACTIVE)?;
+            a.set(0, next, 0).context("ACTIVE")?;
+        }
+        let old = std::mem::replace(&mut self.slot, next);
+        self.config = enc.config;
+        self.grace_period()?;
+        if let Err(e) = self.clear_slot(old) {
+            // In force already; the next switch clears the rest first.
+            eprintln!("metaguard: clearing the previous policy slot: {e:#}");
+        }
+        Ok(())
+    }
+
+    /// Waits until no program run that started before can still be running
+    /// (an RCU grace period, see [`crate::sys::rcu`]); where the kernel
+    /// refuses the map that provides it, a conservative fixed wait: the
+    /// programs run for microseconds and never sleep.
+    fn grace_period(&self) -> Result<()> {
+        match &self.grace {
+            Some(g) => g.wait().context("waiting for an RCU grace period"),
+            None => {
+                std::thread::sleep(FALLBACK_GRACE);
+                Ok(())
             }
         }
-        replace_hash(&mut self.ebpf, names::PORTS, &enc.ports)?;
-        replace_hash(&mut self.ebpf, names::DESTS, &enc.dests)?;
-        self.write_prefilter(enc)?;
-        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
-        replace_hash(&mut self.ebpf, names::UIDS, &enc.uids)?;
-        replace_hash(&mut self.ebpf, names::GIDS, &enc.gids)?;
-        replace_hash(&mut self.ebpf, names::CGROUPS, &enc.cgroups)?;
-        replace_hash(&mut self.ebpf, names::HTTP_RULES, &enc.http_rules)?;
-        let mut t: Array<&mut MapData, HeaderTable> = map(&mut self.ebpf, names::HTTP_TABLE)?;
-        t.set(0, enc.headers, 0).context("HTTP_TABLE")?;
-        self.write_config(enc.config)
     }
 
-    /// Writes CONFIG (last: it makes the new generation current), with the
-    /// grants flag when grants exist.
-    fn write_config(&mut self, config: Config) -> Result<()> {
-        self.config = config;
+    /// Writes every map entry of `enc` in `enc.config.slot`.
+    fn write_slot(&mut self, enc: &Encoded) -> Result<()> {
+        let slot = enc.config.slot;
+        {
+            let mut m: LpmTrie<&mut MapData, [u8; SLOT_PREFIX_KEY_LEN], PrefixInfo> =
+                map(&mut self.ebpf, names::PREFIXES)?;
+            for (p, info) in &enc.prefixes {
+                let key = Key::new(SLOT_PREFIX_BITS + p.bits, slot_prefix_key(slot, &p.key));
+                m.insert(&key, info, 0).context("writing map PREFIXES")?;
+            }
+        }
+        insert_all(&mut self.ebpf, names::PORTS, &enc.ports)?;
+        insert_all(&mut self.ebpf, names::DESTS, &enc.dests)?;
+        insert_all(&mut self.ebpf, names::EXES, &enc.exes)?;
+        insert_all(&mut self.ebpf, names::UIDS, &enc.uids)?;
+        insert_all(&mut self.ebpf, names::GIDS, &enc.gids)?;
+        insert_all(&mut self.ebpf, names::CGROUPS, &enc.cgroups)?;
+        insert_all(&mut self.ebpf, names::HTTP_RULES, &enc.http_rules)?;
+        {
+            let mut t: Array<&mut MapData, HeaderTable> = map(&mut self.ebpf, names::HTTP_TABLE)?;
+            t.set(slot, enc.headers, 0).context("HTTP_TABLE")?;
+        }
+        let cfg = self.with_grants(enc.config)?;
+        {
+            let mut c: Array<&mut MapData, Config> = map(&mut self.ebpf, names::CONFIG)?;
+            c.set(slot, cfg, 0).context("CONFIG")?;
+        }
+        self.write_prefilter(slot, &enc.prefilter)
+    }
+
+    /// Removes every entry of `slot` (which no program may be using).
+    fn clear_slot(&mut self, slot: u32) -> Result<()> {
+        self.write_prefilter(slot, &[])?;
+        {
+            let mut m: LpmTrie<&mut MapData, [u8; SLOT_PREFIX_KEY_LEN], PrefixInfo> =
+                map(&mut self.ebpf, names::PREFIXES)?;
+            let stale: Vec<_> = m
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| k.data()[0] as u32 == slot)
+                .collect();
+            for k in stale {
+                let _ = m.remove(&k);
+            }
+        }
+        remove_where::<PortKey, Protected>(&mut self.ebpf, names::PORTS, |k| k.slot == slot)?;
+        remove_where::<DestKey, Protected>(&mut self.ebpf, names::DESTS, |k| k.slot == slot)?;
+        remove_where::<ExeKey, ExeEntry>(&mut self.ebpf, names::EXES, |k| k.slot == slot)?;
+        remove_where::<IdKey, SubjectEntry>(&mut self.ebpf, names::UIDS, |k| k.slot == slot)?;
+        remove_where::<IdKey, SubjectEntry>(&mut self.ebpf, names::GIDS, |k| k.slot == slot)?;
+        remove_where::<CgroupKey, SubjectEntry>(&mut self.ebpf, names::CGROUPS, |k| {
+            k.slot == slot
+        })?;
+        remove_where::<HttpKey, HttpAllow>(&mut self.ebpf, names::HTTP_RULES, |k| {
+            k.scope >> HTTP_SLOT_SHIFT == slot
+        })?;
+        {
+            let mut t: Array<&mut MapData, HeaderTable> = map(&mut self.ebpf, names::HTTP_TABLE)?;
+            t.set(slot, HeaderTable::default(), 0)
+                .context("HTTP_TABLE")?;
+        }
+        let mut c: Array<&mut MapData, Config> = map(&mut self.ebpf, names::CONFIG)?;
+        c.set(slot, EMPTY_CONFIG, 0).context("CONFIG")
+    }
+
+    /// `config` with the grants flag when grants exist.
+    fn with_grants(&self, config: Config) -> Result<Config> {
         let mut c = config;
-        let any_grant = {
-            let g: HashMap<&MapData, u32, Grant> =
-                HashMap::try_from(self.ebpf.map(names::GRANTS).context("GRANTS map")?)?;
-            g.keys().next().is_some()
-        };
-        if any_grant {
+        let g: HashMap<&MapData, u32, Grant> =
+            HashMap::try_from(self.ebpf.map(names::GRANTS).context("GRANTS map")?)?;
+        if g.keys().next().is_some() {
             c.flags |= CONFIG_GRANTS;
         }
-        let mut cfg: Array<&mut MapData, _> = map(&mut self.ebpf, names::CONFIG)?;
-        cfg.set(0, c, 0).context("CONFIG")
+        Ok(c)
+    }
+
+    /// Rewrites the configuration in force with the grants flag as the
+    /// grants now are. Only `flags` changes, a single aligned word: a
+    /// decision reads it either way.
+    fn write_config(&mut self) -> Result<()> {
+        let c = self.with_grants(self.config)?;
+        let mut cfg: Array<&mut MapData, Config> = map(&mut self.ebpf, names::CONFIG)?;
+        cfg.set(self.slot, c, 0).context("CONFIG")
     }
 
     /// Lets process `pid` (as it runs now: start time and executable) reach
@@ -174,7 +326,7 @@ impl Guard {
             let mut m: HashMap<&mut MapData, u32, Grant> = map(&mut self.ebpf, names::GRANTS)?;
             m.insert(pid, g, 0).context("writing GRANTS")?;
         }
-        self.write_config(self.config)
+        self.write_config()
     }
 
     /// Removes the grant of `pid`; false when there was none.
@@ -183,7 +335,7 @@ impl Guard {
             let mut m: HashMap<&mut MapData, u32, Grant> = map(&mut self.ebpf, names::GRANTS)?;
             m.remove(&pid).is_ok()
         };
-        self.write_config(self.config)?;
+        self.write_config()?;
         Ok(removed)
     }
 
@@ -196,30 +348,31 @@ impl Guard {
             .unwrap_or_default()
     }
 
-    /// Marks the pre-filter buckets the policy needs, clears the others.
-    /// Runs after PREFIXES and PORTS hold the new entries, so a marked bucket
-    /// always finds them.
-    fn write_prefilter(&mut self, enc: &Encoded) -> Result<()> {
+    /// Sets `slot`'s byte of every pre-filter word: the buckets in `flags`
+    /// get their flags, the others 0. The other slot's byte is left as it
+    /// is, so decisions under it see no change. Only changed words are
+    /// written.
+    fn write_prefilter(&mut self, slot: u32, flags: &[(u32, u32)]) -> Result<()> {
         let mut m: Array<&mut MapData, u32> = map(&mut self.ebpf, names::PREFILTER)?;
         for i in 0..PREFILTER_BUCKETS {
-            let v = enc
-                .prefilter
+            let f = flags
                 .iter()
                 .find(|(b, _)| *b == i)
                 .map_or(0, |(_, flags)| *flags);
-            m.set(i, v, 0).context("PREFILTER")?;
+            let cur = m.get(&i, 0).context("PREFILTER")?;
+            let v = prefilter_with(cur, slot, f);
+            if v != cur {
+                m.set(i, v, 0).context("PREFILTER")?;
+            }
         }
         Ok(())
     }
 
-    /// Rewrites the executable map after a rule's file changed on disk, then
-    /// moves to a new generation so that no verdict cached under the old
-    /// executables is reused.
+    /// Re-encodes the policy after a rule's executable changed on disk and
+    /// switches to it like a reload (atomically, as a new generation, so no
+    /// verdict cached under the old executables is reused).
     pub fn update_exes(&mut self, policy: &Policy) -> Result<()> {
-        self.generation += 1;
-        let enc = encode::encode(policy, self.generation);
-        replace_hash(&mut self.ebpf, names::EXES, &enc.exes)?;
-        self.write_config(enc.config)
+        self.apply(policy)
     }
 
     /// Attaches every program to the cgroup at `dir` (a cgroup2 directory).
@@ -407,24 +560,33 @@ where
     T::try_from(m).with_context(|| format!("map {name} has an unexpected type"))
 }
 
-/// Inserts `entries`, then removes keys not among them: no moment without
-/// the new entries, old ones linger only until the end of this call.
-fn replace_hash<K, V>(ebpf: &mut Ebpf, name: &str, entries: &[(K, V)]) -> Result<()>
+/// Inserts `entries` into the hash map `name`.
+fn insert_all<K, V>(ebpf: &mut Ebpf, name: &str, entries: &[(K, V)]) -> Result<()>
 where
-    K: aya::Pod + PartialEq,
+    K: aya::Pod,
     V: aya::Pod,
 {
     let mut m: HashMap<&mut MapData, K, V> = map(ebpf, name)?;
-    let stale: Vec<K> = m
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter(|k| !entries.iter().any(|(e, _)| e == k))
-        .collect();
     for (k, v) in entries {
         m.insert(k, v, 0)
             .with_context(|| format!("writing map {name}"))?;
     }
-    for k in stale {
+    Ok(())
+}
+
+/// Removes the keys of the hash map `name` for which `stale` holds.
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    stale: impl Fn(&K) -> bool,
+) -> Result<()> {
+    let mut m: HashMap<&mut MapData, K, V> = map(ebpf, name)?;
+    let keys: Vec<K> = m
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| stale(k))
+        .collect();
+    for k in keys {
         let _ = m.remove(&k);
     }
     Ok(())

@@ -350,13 +350,13 @@ fn ambiguous_requests_are_refused_and_canonical_forms_match() {
         ("encoded-slash", get("/latest/meta-data%2Finstance-id", TOKEN)),
         ("backslash", get("/latest/meta-data\\instance-id", TOKEN)),
         ("nul", get("/latest/meta-data/%00", TOKEN)),
-        ("transfer-encoding", format!("PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")),
-        ("transfer-encoding", format!("PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")),
+        ("transfer-encoding", "PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string()),
+        ("transfer-encoding", "PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string()),
         ("obs-fold", get(ID_PATH, &format!("{TOKEN}X-a: b\r\n c\r\n"))),
         ("bare-lf", format!("GET {ID_PATH} HTTP/1.1\nHost: x\n{TOKEN}\n")),
         ("bad-version", format!("GET {ID_PATH}\r\n\r\n")),
         ("bad-version", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string()),
-        ("duplicate-content-length", format!("PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx")),
+        ("duplicate-content-length", "PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx".to_string()),
         ("header-block-too-large", get(ID_PATH, &format!("{TOKEN}X-pad: {}\r\n", "a".repeat(5000)))),
     ];
     for (check, req) in &cases {

@@ -47,10 +47,7 @@ impl HttpParser {
     /// length (bytes past the length are not meaningful).
     pub fn event_fields(&self) -> (&[u8; super::MAX_METHOD], u8, &[u8; EVENT_TARGET], u16) {
         let (head, _) = self.target.split_at(EVENT_TARGET);
-        let head: &[u8; EVENT_TARGET] = match head.try_into() {
-            Ok(h) => h,
-            Err(_) => &[0; EVENT_TARGET],
-        };
+        let head: &[u8; EVENT_TARGET] = head.try_into().unwrap_or(&[0; EVENT_TARGET]);
         (&self.method, self.method_len, head, self.target_len)
     }
 

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 cargo build --workspace --release --locked --quiet
-exec target/release/metaguard demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/metaguard" demo "$@"

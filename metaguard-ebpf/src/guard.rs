@@ -151,6 +151,10 @@ pub fn config(slot: u32) -> Option<&'static Config> {
 
 #[inline(always)]
 fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook) -> i32 {
+    // The unprotected fast path, inline: one array read, no call.
+    if prefilter(&key) == 0 {
+        return ALLOW;
+    }
     let sa = unsafe { &*ctx.sock_addr };
     let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
     // The protected destination, once a decision let the caller through.

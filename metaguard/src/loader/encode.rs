@@ -371,6 +371,7 @@ mod tests {
             groups: vec![],
             cgroups: vec![],
             http: None,
+            redact: vec![],
         }
     }
 

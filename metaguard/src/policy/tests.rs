@@ -165,6 +165,7 @@ users = [0]
             groups: vec![],
             cgroups: vec![],
             http: None,
+            redact: vec![],
         }
     );
     assert_eq!(p.exe_paths(), vec![exe_path.clone()]);

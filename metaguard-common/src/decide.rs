@@ -55,6 +55,14 @@ pub enum Reason {
     Imdsv1 = 8,
     /// No rule matched, but a temporary grant for this process did.
     Granted = 9,
+    /// Secrets in an answer were masked (`redact`).
+    Redacted = 10,
+    /// An answer under `redact` could not be followed: the rest of the
+    /// connection's input is masked and its sends refused.
+    RedactCut = 11,
+    /// A sender whose rules redact answers, on a connection that cannot
+    /// redact them (established before the policy asked for it).
+    RedactUnavailable = 12,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,7 @@ use crate::{
     guard::{protected_at, sender},
     http,
     maps::{HTTP_CONNS, PROTECTED_SOCKS},
+    redact::{self, REDACT_SOCKS},
 };
 
 const AF_INET: u32 = 2;
@@ -80,9 +81,9 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let Some((key, port)) = remote_key(family, ip4, ip6, port) else {
         return SOCK_OPS_OK;
     };
-    if protected_at(key, port).is_none() {
+    let Some(dest) = protected_at(key, port) else {
         return SOCK_OPS_OK;
-    }
+    };
     let mut cookie = unsafe { bpf_get_socket_cookie(ops.cast()) };
     // The connection's request-stream state, named by the cookie in events.
     unsafe {
@@ -98,6 +99,12 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
                 (*st).id = cookie;
             }
         }
+    }
+    // Answers some `redact` rule may need masked: the map with the
+    // receive-side program too.
+    if redact::wanted(dest) && redact::start(cookie) {
+        let _ = REDACT_SOCKS.update(&mut cookie, unsafe { &mut *ops }, BPF_ANY as u64);
+        return SOCK_OPS_OK;
     }
     // A full map leaves the socket unchecked per send (it was allowed at
     // connect); closed sockets leave the map by themselves.
@@ -124,6 +131,9 @@ pub fn sk_msg(ctx: &SkMsgContext) -> u32 {
     }
     if s.info.verdict.action == Action::Audit as u8 {
         s.report();
+    }
+    if redact::on_send(ctx, &s) {
+        return SK_DROP;
     }
     if !http::wanted(&s) {
         return SK_PASS;

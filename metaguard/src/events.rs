@@ -160,6 +160,9 @@ pub fn reason_name(r: u8) -> &'static str {
         x if x == Reason::HttpRejected as u8 => "http-rejected",
         x if x == Reason::Imdsv1 as u8 => "imdsv1-refused",
         x if x == Reason::Granted as u8 => "granted",
+        x if x == Reason::Redacted as u8 => "redacted",
+        x if x == Reason::RedactCut as u8 => "redact-cut",
+        x if x == Reason::RedactUnavailable as u8 => "redact-unavailable",
         _ => "unknown",
     }
 }

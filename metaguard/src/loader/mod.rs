@@ -3,6 +3,7 @@
 pub mod btf;
 pub mod encode;
 pub mod pins;
+pub mod redact;
 
 use std::{
     fs::File,
@@ -52,6 +53,8 @@ pub struct Guard {
     config: Config,
     /// The sk_msg attachment, when pinned (kept or dropped on purpose).
     sk_msg_link: Option<aya::programs::sk_msg::SkMsgLink>,
+    /// The attachments to `REDACT_SOCKS`.
+    redact_links: Option<redact::Links>,
 }
 
 impl Guard {
@@ -85,6 +88,7 @@ impl Guard {
         p.load().map_err(|e| {
             explain_load_error(anyhow!(e).context(format!("loading program {SK_MSG_PROGRAM}")))
         })?;
+        redact::load(&mut ebpf)?;
         Ok(Guard {
             ebpf,
             cgroup: PathBuf::new(),
@@ -92,6 +96,7 @@ impl Guard {
             pinned: None,
             config: Config::default(),
             sk_msg_link: None,
+            redact_links: None,
         })
     }
 
@@ -114,6 +119,7 @@ impl Guard {
         }
         self.generation += 1;
         let enc = encode::encode(policy, self.generation);
+        redact::write(&mut self.ebpf, policy)?;
         self.write_maps(&enc)
     }
 
@@ -262,11 +268,15 @@ impl Guard {
             // be pinned; not dropping it keeps it.
             std::mem::forget(l);
         }
+        if let Some(l) = self.redact_links.take() {
+            l.forget();
+        }
     }
 
     /// Detaches the pinned programs now and removes their pins.
     pub fn detach_pinned(&mut self) -> Result<()> {
         drop(self.sk_msg_link.take());
+        drop(self.redact_links.take());
         if let Some(set) = self.pinned.take() {
             pins::remove_set(&set)?;
             if let Some(base) = set.parent() {
@@ -318,6 +328,7 @@ impl Guard {
         if pin.is_some() {
             self.sk_msg_link = Some(p.take_link(id)?);
         }
+        self.redact_links = Some(redact::attach(&mut self.ebpf)?);
         let p: &mut SockOps = program(&mut self.ebpf, SOCK_OPS_PROGRAM)?;
         let id = p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
             explain_load_error(

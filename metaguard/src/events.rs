@@ -10,8 +10,8 @@ use std::{
 use metaguard_common::{
     decide::{Action, Reason},
     event::{
-        Event, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, EVENT_REDACT, EVENT_REQUEST, IMDS_V1, IMDS_V2,
-        NONE_U16,
+        Event, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, EVENT_REDACT, EVENT_REQUEST,
+        IMDS_V1, IMDS_V2, NONE_U16,
     },
     http::Reject,
 };

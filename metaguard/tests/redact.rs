@@ -104,7 +104,11 @@ fn stars(n: usize) -> String {
 /// The credentials JSON as a client parsed it: the three secrets masked to
 /// their length, the rest as the service sent it.
 fn assert_masked_credentials(what: &str, j: &Value) {
-    assert_eq!(j["AccessKeyId"], stars(AWS_ACCESS_KEY_ID.len()), "{what}: {j}");
+    assert_eq!(
+        j["AccessKeyId"],
+        stars(AWS_ACCESS_KEY_ID.len()),
+        "{what}: {j}"
+    );
     assert_eq!(
         j["SecretAccessKey"],
         stars(AWS_SECRET_ACCESS_KEY.len()),
@@ -145,7 +149,7 @@ out["azure"] = requests.get(base + "/metadata/identity/oauth2/token?api-version=
                             headers={"Metadata": "true", "X-Fake-Chunked": "8"}, timeout=5).json()
 out["wireserver"] = requests.get(base + "/machine/?comp=certificates", timeout=5).text
 # An oversized header block: whatever arrives, no secret; the connection
-# does not deliver a well-formed answer.
+# does not deliver a well-formed answer and is cut.
 c = socket.create_connection(("169.254.169.254", 80), timeout=3)
 c.sendall(("GET /latest/meta-data/iam/security-credentials/ROLE HTTP/1.1\r\n"
            "Host: x\r\nX-Fake-Pad: 9000\r\n\r\n").encode())
@@ -165,6 +169,7 @@ while time.monotonic() - t < 3:
         break
     got += b
 out["oversize"] = {"bytes": len(got), "end": end, "stars": got.count(b"*"),
+                   "elapsed": time.monotonic() - t,
                    "head_complete": b"\r\n\r\n" in got,
                    "secret": any(x in got for x in SECRETS)}
 print(json.dumps(out))
@@ -192,20 +197,37 @@ fn requests_reads_secrets_masked_in_every_delivery() {
         assert_masked_credentials(&format!("keep-alive answer {i}"), j);
     }
     assert_eq!(v["instance_id"], "i-0123456789abcdef0");
-    assert_eq!(v["gce"]["access_token"], stars(GCE_ACCESS_TOKEN.len()), "{v}");
+    assert_eq!(
+        v["gce"]["access_token"],
+        stars(GCE_ACCESS_TOKEN.len()),
+        "{v}"
+    );
     assert_eq!(v["gce"]["token_type"], "Bearer");
-    assert_eq!(v["azure"]["access_token"], stars(AZURE_ACCESS_TOKEN.len()), "{v}");
+    assert_eq!(
+        v["azure"]["access_token"],
+        stars(AZURE_ACCESS_TOKEN.len()),
+        "{v}"
+    );
     assert_eq!(v["azure"]["resource"], "https://management.azure.com/");
     let ws = v["wireserver"].as_str().unwrap();
     assert!(
-        ws.contains(&format!("<Data>{}</Data>", stars(AZURE_CERTIFICATE_DATA.len())))
-            && ws.contains("<Format>Pkcs7BlobWithPfxContents</Format>"),
+        ws.contains(&format!(
+            "<Data>{}</Data>",
+            stars(AZURE_CERTIFICATE_DATA.len())
+        )) && ws.contains("<Format>Pkcs7BlobWithPfxContents</Format>"),
         "{ws}"
     );
     let o = &v["oversize"];
     assert_eq!(o["secret"], false, "{v}");
-    assert_eq!(o["head_complete"], false, "an oversized head must not complete: {v}");
+    assert_eq!(
+        o["head_complete"], false,
+        "an oversized head must not complete: {v}"
+    );
     assert!(o["stars"].as_u64().unwrap() > 0, "{v}");
+    // The daemon cut the connection (its reads end) without waiting for
+    // the client's timeout.
+    assert_eq!(o["end"], "eof", "{v}");
+    assert!(o["elapsed"].as_f64().unwrap() < 2.0, "{v}");
 
     // Events name the shapes, never the values.
     let ev = env
@@ -222,11 +244,7 @@ fn requests_reads_secrets_masked_in_every_delivery() {
     assert_eq!(ev["hook"], "response", "{ev}");
     assert!(ev["connection"].as_u64().is_some(), "{ev}");
     assert_eq!(ev["destination"]["address"], IMDS);
-    for shape in [
-        "gcp-access-token",
-        "azure-wireserver-certificates",
-        "cut",
-    ] {
+    for shape in ["gcp-access-token", "azure-wireserver-certificates", "cut"] {
         assert!(
             env.wait_event(|e| e["type"] == "redact"
                 && e["redacted"]
@@ -239,7 +257,10 @@ fn requests_reads_secrets_masked_in_every_delivery() {
     let all = env.events.lock().unwrap();
     for e in all.iter() {
         let t = e.to_string();
-        assert!(SECRETS.iter().all(|s| !t.contains(s)), "secret in event {t}");
+        assert!(
+            SECRETS.iter().all(|s| !t.contains(s)),
+            "secret in event {t}"
+        );
     }
     drop(all);
 

@@ -4,11 +4,7 @@
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{Array, MapData, SockHash},
-    programs::{
-        sk_msg::SkMsgLink,
-        sk_skb::SkSkbLink,
-        SkMsg, SkSkb,
-    },
+    programs::{sk_msg::SkMsgLink, sk_skb::SkSkbLink, SkMsg, SkSkb},
     Ebpf,
 };
 use metaguard_common::{
@@ -57,9 +53,9 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Links> {
         m.fd().try_clone().context("REDACT_SOCKS fd")?
     };
     let p: &mut SkMsg = program(ebpf, SK_MSG_PROGRAM)?;
-    let id = p.attach(&socks).map_err(|e| {
-        explain_load_error(anyhow!(e).context("attaching sk_msg to REDACT_SOCKS"))
-    })?;
+    let id = p
+        .attach(&socks)
+        .map_err(|e| explain_load_error(anyhow!(e).context("attaching sk_msg to REDACT_SOCKS")))?;
     let msg = p.take_link(id)?;
     let p: &mut SkSkb = program(ebpf, VERDICT_PROGRAM)?;
     let id = p.attach(&socks).map_err(|e| {
@@ -73,8 +69,8 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Links> {
 pub fn write(ebpf: &mut Ebpf, policy: &Policy) -> Result<()> {
     let keys = policy.redact_keys();
     let key_bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-    let table = RedactTable::new(&key_bytes)
-        .map_err(|e| anyhow!("custom redact keys {keys:?}: {e:?}"))?;
+    let table =
+        RedactTable::new(&key_bytes).map_err(|e| anyhow!("custom redact keys {keys:?}: {e:?}"))?;
     let mut any = RuleSet::EMPTY;
     let mut bits = vec![0u32; MAX_RULES];
     for (i, r) in policy.rules.iter().enumerate().take(MAX_RULES) {

@@ -17,9 +17,8 @@ use super::{
     error::{line_column, Diagnostics},
     presets,
     tree::{self, Entry, Node, Value},
-    CgroupRef, Endpoint, EventSettings, ExeRef, Guard, HttpRule, Mode, Policy, PolicyErrors, Redact,
-    Rule,
-    MAX_RULES,
+    CgroupRef, Endpoint, EventSettings, ExeRef, Guard, HttpRule, Mode, Policy, PolicyErrors,
+    Redact, Rule, MAX_RULES,
 };
 use crate::sys::{cgroup, exe};
 
@@ -666,7 +665,9 @@ impl<'a> Compiler<'a> {
             let entry = if let Some(key) = s.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
                 let ok = !key.is_empty()
                     && key.len() <= MAX_CUSTOM_LEN
-                    && key.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+                    && key
+                        .bytes()
+                        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
                 if !ok {
                     self.err(
                         span,

@@ -1,3 +1,4 @@
 //! Thin, host-specific helpers around kernel interfaces (cgroupfs, stat, ioctls).
 pub mod cgroup;
+pub mod cut;
 pub mod exe;

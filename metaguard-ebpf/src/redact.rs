@@ -229,15 +229,7 @@ fn flush(s: &mut Scan) {
     if n == 0 || n > CHUNK as u32 {
         return;
     }
-    let r = unsafe {
-        bpf_skb_store_bytes(
-            s.skb,
-            s.base,
-            s.buf.as_ptr() as *const c_void,
-            n,
-            0,
-        )
-    };
+    let r = unsafe { bpf_skb_store_bytes(s.skb, s.base, s.buf.as_ptr() as *const c_void, n, 0) };
     if r != 0 {
         s.failed = 1;
     }
@@ -255,7 +247,11 @@ extern "C" fn scan_byte(i: u64, ctx: *mut c_void) -> i64 {
         if rest == 0 || rest > s.len {
             return 1;
         }
-        let n = if rest > CHUNK as u32 { CHUNK as u32 } else { rest };
+        let n = if rest > CHUNK as u32 {
+            CHUNK as u32
+        } else {
+            rest
+        };
         // Checked again on an opaque copy: LLVM would otherwise fold the
         // check into the one above, and the verifier must see n >= 1.
         let n = core::hint::black_box(n);

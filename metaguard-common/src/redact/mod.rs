@@ -149,7 +149,9 @@ impl RedactTable {
             if k.len() > MAX_CUSTOM_LEN {
                 return Err(TableError::TooLong);
             }
-            if k.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f) {
+            if k.iter()
+                .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+            {
                 return Err(TableError::BadByte);
             }
             t.push(n, k, 1 << (SHAPE_CUSTOM_FIRST + i as u32));
@@ -566,11 +568,9 @@ impl Scanner {
                     self.cut();
                 }
             }
-            HDR_TRANSFER_ENCODING => {
-                if b != b' ' && b != b'\t' {
-                    self.hash = fold(self.hash, b);
-                    self.slen += 1;
-                }
+            HDR_TRANSFER_ENCODING if b != b' ' && b != b'\t' => {
+                self.hash = fold(self.hash, b);
+                self.slen += 1;
             }
             _ => {}
         }
@@ -581,9 +581,7 @@ impl Scanner {
         match self.header {
             HDR_CONTENT_LENGTH => {
                 // `remaining` holds the earlier value, if any.
-                if self.pos == 0
-                    || (self.flags & F_LENGTH != 0 && self.remaining != self.length)
-                {
+                if self.pos == 0 || (self.flags & F_LENGTH != 0 && self.remaining != self.length) {
                     self.cut();
                     return;
                 }
@@ -802,7 +800,9 @@ pub fn shape_names<'a>(bits: u32, custom: &'a [&'a str]) -> impl Iterator<Item =
     let customs = custom
         .iter()
         .enumerate()
-        .filter(move |(i, _)| *i < MAX_CUSTOM && bits & (1 << (SHAPE_CUSTOM_FIRST + *i as u32)) != 0)
+        .filter(move |(i, _)| {
+            *i < MAX_CUSTOM && bits & (1 << (SHAPE_CUSTOM_FIRST + *i as u32)) != 0
+        })
         .map(|(_, n)| *n);
     let cut = (bits & SHAPE_CUT != 0).then_some("cut");
     builtin.chain(customs).chain(cut)

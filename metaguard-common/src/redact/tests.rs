@@ -62,7 +62,10 @@ fn stars(n: usize) -> String {
 fn masks_aws_credentials_and_keeps_the_rest() {
     let (out, mut s) = run(SHAPE_AWS_CREDENTIALS, &response(CREDS));
     assert_eq!(out.len(), response(CREDS).len());
-    assert!(out.contains(&format!(r#""AccessKeyId" : "{}""#, stars(8))), "{out}");
+    assert!(
+        out.contains(&format!(r#""AccessKeyId" : "{}""#, stars(8))),
+        "{out}"
+    );
     assert!(out.contains(&format!(r#""SecretAccessKey" : "{}""#, stars(9))));
     assert!(out.contains(&format!(r#""Token" : "{}""#, stars(10))));
     assert!(out.contains(r#""Type" : "AWS-HMAC""#) && out.contains(r#""Code" : "Success""#));
@@ -87,7 +90,11 @@ fn every_split_gives_the_same_output() {
     for input in [response(CREDS), chunked(CREDS, 7), chunked(CREDS, 1)] {
         let whole = run(SHAPE_AWS_CREDENTIALS, &input).0;
         for n in 1..40 {
-            assert_eq!(run_split(SHAPE_AWS_CREDENTIALS, &input, n), whole, "split {n}");
+            assert_eq!(
+                run_split(SHAPE_AWS_CREDENTIALS, &input, n),
+                whole,
+                "split {n}"
+            );
         }
     }
 }
@@ -137,7 +144,10 @@ fn tokens_certificates_and_custom_keys() {
 
     let xml = "<?xml version=\"1.0\"?><CertificateFile><Format>Pkcs7BlobWithPfxContents</Format><Data>MIIBase64==</Data></CertificateFile>";
     let (out, mut s) = run(SHAPE_AZURE_CERTIFICATES, &response(xml));
-    assert!(out.contains("<Data>***********</Data>") && out.contains("<Format>Pkcs7"), "{out}");
+    assert!(
+        out.contains("<Data>***********</Data>") && out.contains("<Format>Pkcs7"),
+        "{out}"
+    );
     assert_eq!(s.take_report().0, SHAPE_AZURE_CERTIFICATES);
 
     let custom = r#"{"client_id":"a","Client_Secret" :  "hunter2"}"#;
@@ -150,7 +160,10 @@ fn tokens_certificates_and_custom_keys() {
 fn escaped_keys_count_as_secret_keys_and_non_string_values_pass() {
     let body = r#"{"Access\u004beyId":"x1","Token":null,"a":"Token","b":"v"}"#;
     let (out, _) = run(SHAPE_AWS_CREDENTIALS, &response(body));
-    assert!(out.ends_with(r#"{"Access\u004beyId":"**","Token":null,"a":"Token","b":"v"}"#), "{out}");
+    assert!(
+        out.ends_with(r#"{"Access\u004beyId":"**","Token":null,"a":"Token","b":"v"}"#),
+        "{out}"
+    );
 }
 
 #[test]
@@ -165,13 +178,20 @@ fn keep_alive_interim_and_bodiless_responses() {
     assert!(s.at_boundary());
     assert_eq!(s.take_report(), (SHAPE_AWS_CREDENTIALS, 4));
     // Until-close bodies.
-    let (out, _) = run(SHAPE_AWS_CREDENTIALS, &format!("HTTP/1.0 200 OK\r\n\r\n{CREDS}"));
+    let (out, _) = run(
+        SHAPE_AWS_CREDENTIALS,
+        &format!("HTTP/1.0 200 OK\r\n\r\n{CREDS}"),
+    );
     assert!(!out.contains("TOKENVALUE"));
 }
 
 #[test]
 fn what_it_cannot_follow_cuts_the_stream() {
-    let long = format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n{}", "a".repeat(9000), CREDS);
+    let long = format!(
+        "HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n{}",
+        "a".repeat(9000),
+        CREDS
+    );
     let cases = [
         format!("HTTP/2 200\r\n\r\n{CREDS}"),
         format!("SSH-2.0\r\n\r\n{CREDS}"),
@@ -190,7 +210,10 @@ fn what_it_cannot_follow_cuts_the_stream() {
         assert_ne!(s.take_report().0 & SHAPE_CUT, 0);
     }
     // Repeated identical Content-Length is fine.
-    let ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {0}\r\ncontent-length: {0}\r\n\r\n{CREDS}", CREDS.len());
+    let ok = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {0}\r\ncontent-length: {0}\r\n\r\n{CREDS}",
+        CREDS.len()
+    );
     assert!(!run(SHAPE_AWS_CREDENTIALS, &ok).1.is_cut());
 }
 
@@ -200,7 +223,10 @@ fn table_limits_and_names() {
     assert_eq!(RedactTable::new(&[b""]), Err(TableError::Empty));
     let many: Vec<&[u8]> = (0..8).map(|_| &b"k"[..]).collect();
     assert_eq!(RedactTable::new(&many), Err(TableError::TooMany));
-    let names: Vec<&str> =
-        shape_names(SHAPE_AWS_CREDENTIALS | (2 << SHAPE_CUSTOM_FIRST) | SHAPE_CUT, &["a", "b"]).collect();
+    let names: Vec<&str> = shape_names(
+        SHAPE_AWS_CREDENTIALS | (2 << SHAPE_CUSTOM_FIRST) | SHAPE_CUT,
+        &["a", "b"],
+    )
+    .collect();
     assert_eq!(names, ["aws-credentials", "b", "cut"]);
 }

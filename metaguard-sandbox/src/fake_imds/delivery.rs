@@ -66,7 +66,11 @@ pub fn write(
 
 /// The answer with a chunked body of `n`-byte chunks (and a trailer).
 fn chunked(resp: &Response, n: usize, keep_alive: bool) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {} {}\r\n", resp.status, crate::http::reason(resp.status));
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        resp.status,
+        crate::http::reason(resp.status)
+    );
     for (k, v) in &resp.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }

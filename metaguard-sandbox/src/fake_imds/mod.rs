@@ -246,9 +246,7 @@ fn serve_requests(
         } else {
             (responses::respond(&req), req.keep_alive())
         };
-        if delivery::write(&resp, &req, &mut writer, keep_alive).is_err()
-            || !keep_alive
-        {
+        if delivery::write(&resp, &req, &mut writer, keep_alive).is_err() || !keep_alive {
             return;
         }
     }

@@ -29,7 +29,7 @@ use metaguard_common::{
     decide::{Action, Reason},
     event::{AggKey, Hook, EVENT_REDACT},
     maps::{ConnState, Protected, MAX_PROTECTED_SOCKS},
-    redact::{RedactTable, Scanner, FILLER, SHAPES_ALL, SHAPE_CUT},
+    redact::{RedactTable, Scanner, FILLER, RUN, SHAPES_ALL, SHAPE_CUT},
     ruleset::{RuleSet, MAX_RULES, RULE_WORDS},
 };
 
@@ -201,32 +201,33 @@ fn refuse(s: &Sender, cookie: u64, reason: Reason) {
     });
 }
 
-/// What the byte loop needs; lives on the program's stack.
+/// What the scan loop needs; lives on the program's stack.
 #[repr(C)]
 struct Scan {
     skb: *mut __sk_buff,
     conn: *mut RedactConn,
     table: *const RedactTable,
     len: u32,
-    /// Offset of `buf` in the skb, and how many bytes it holds.
+    /// Next byte to read.
+    pos: u32,
+    /// Offset of `buf` in the skb, and how many bytes it holds (0: none).
     base: u32,
     n: u32,
     dirty: u32,
     failed: u32,
-    buf: [u8; CHUNK],
+    buf: [u8; RUN],
 }
 
-const CHUNK: usize = 64;
-
-/// Writes the chunk back when a byte of it was masked.
+/// Writes the block back when a byte of it was masked.
 #[inline(always)]
 fn flush(s: &mut Scan) {
     if s.dirty == 0 {
         return;
     }
     s.dirty = 0;
+    // Checked on an opaque copy: the verifier must see 1 <= n <= RUN.
     let n = core::hint::black_box(s.n);
-    if n == 0 || n > CHUNK as u32 {
+    if n == 0 || n > RUN as u32 {
         return;
     }
     let r = unsafe { bpf_skb_store_bytes(s.skb, s.base, s.buf.as_ptr() as *const c_void, n, 0) };
@@ -235,33 +236,32 @@ fn flush(s: &mut Scan) {
     }
 }
 
-/// `bpf_loop` callback: byte `i` of the skb through the scanner.
+/// `bpf_loop` callback: the byte at `pos` through [`Scanner::step`], then
+/// as far as [`Scanner::run`] goes in its block (a few instructions per
+/// byte); returns 1 at the end of the skb.
 #[inline(never)]
-extern "C" fn scan_byte(i: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn scan_step(_i: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
-    let j = (i as usize) & (CHUNK - 1);
-    if j == 0 {
+    let pos = s.pos;
+    if pos >= s.len {
+        return 1;
+    }
+    let base = pos & !(RUN as u32 - 1);
+    if s.n == 0 || base != s.base {
         flush(s);
-        let i = i as u32;
-        let rest = s.len.wrapping_sub(i);
-        if rest == 0 || rest > s.len {
-            return 1;
-        }
-        let n = if rest > CHUNK as u32 {
-            CHUNK as u32
-        } else {
-            rest
-        };
+        let rest = s.len - base;
+        let n = if rest > RUN as u32 { RUN as u32 } else { rest };
         // Checked again on an opaque copy: LLVM would otherwise fold the
         // check into the one above, and the verifier must see n >= 1.
         let n = core::hint::black_box(n);
-        if n == 0 || n > CHUNK as u32 {
+        if n == 0 || n > RUN as u32 {
+            s.failed = 1;
             return 1;
         }
         let r = unsafe {
             bpf_skb_load_bytes(
                 s.skb as *const c_void,
-                i,
+                base,
                 s.buf.as_mut_ptr() as *mut c_void,
                 n,
             )
@@ -270,15 +270,21 @@ extern "C" fn scan_byte(i: u64, ctx: *mut c_void) -> i64 {
             s.failed = 1;
             return 1;
         }
-        s.base = i;
+        s.base = base;
         s.n = n;
     }
-    let b = s.buf[j];
+    let j = (pos - base) as usize & (RUN - 1);
     let conn = unsafe { &mut *s.conn };
-    if conn.scanner.step(b, unsafe { &*s.table }) {
+    let table = unsafe { &*s.table };
+    if conn.scanner.step(s.buf[j], table) {
         s.buf[j] = FILLER;
         s.dirty = 1;
     }
+    let (k, masked) = conn.scanner.run(&mut s.buf, j + 1, s.n as usize);
+    if masked {
+        s.dirty = 1;
+    }
+    s.pos = base + k as u32;
     0
 }
 
@@ -320,21 +326,27 @@ pub fn verdict(ctx: &SkBuffContext) -> u32 {
         conn,
         table,
         len,
+        pos: 0,
         base: 0,
         n: 0,
         dirty: 0,
         failed: 0,
-        buf: [0; CHUNK],
+        buf: [0; RUN],
     };
+    // At most one call per byte; most bytes go by in runs.
     unsafe {
         bpf_loop(
             len,
-            scan_byte as *mut c_void,
+            scan_step as *mut c_void,
             &mut scan as *mut Scan as *mut c_void,
             0,
         )
     };
     flush(&mut scan);
+    if scan.pos < len {
+        // Bytes left unscanned: never passed.
+        scan.failed = 1;
+    }
     if scan.failed != 0 {
         c.scanner.cut();
     }

@@ -383,8 +383,12 @@ impl State {
                         }
                     }
                 }
-                self.repeats.note(&ev, &d);
-                self.metrics.decision(&d);
+                // Redaction reports are not decisions: no repeats to
+                // count, nothing for the decision metrics.
+                if d.kind != "redact" {
+                    self.repeats.note(&ev, &d);
+                    self.metrics.decision(&d);
+                }
                 self.out.decision(&d);
             }
         }

@@ -88,7 +88,8 @@ pub struct RedactTable {
     pub keys: [RedactKey; MAX_KEYS],
     /// Union of the shapes named by keys (those an escaped key stands for).
     pub key_shapes: u32,
-    pub _pad: u32,
+    /// Entries in use (the first `count` of `keys`).
+    pub count: u32,
 }
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
@@ -170,6 +171,7 @@ impl RedactTable {
             shapes,
         };
         self.key_shapes |= shapes;
+        self.count = n as u32 + 1;
     }
 
     /// Shapes of the key that hashes to `h` with length `len`.
@@ -177,7 +179,7 @@ impl RedactTable {
     pub fn lookup(&self, h: u32, len: u32) -> u32 {
         let mut m = 0;
         let mut i = 0;
-        while i < MAX_KEYS {
+        while i < MAX_KEYS && (i as u32) < self.count {
             let k = &self.keys[i];
             if k.len == len && k.hash == h {
                 m |= k.shapes;

@@ -148,6 +148,14 @@ out["gce"] = requests.get(base + "/computeMetadata/v1/instance/service-accounts/
 out["azure"] = requests.get(base + "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x",
                             headers={"Metadata": "true", "X-Fake-Chunked": "8"}, timeout=5).json()
 out["wireserver"] = requests.get(base + "/machine/?comp=certificates", timeout=5).text
+# A HEAD answer (no body) then the credentials, on one connection.
+import http.client
+c = http.client.HTTPConnection("169.254.169.254", 80, timeout=5)
+c.request("HEAD", "/latest/meta-data/instance-id")
+r = c.getresponse()
+r.read()
+c.request("GET", "/latest/meta-data/iam/security-credentials/ROLE", headers={"X-Fake-Split": "6"})
+out["after_head"] = json.loads(c.getresponse().read())
 # An oversized header block: whatever arrives, no secret; the connection
 # does not deliver a well-formed answer and is cut.
 c = socket.create_connection(("169.254.169.254", 80), timeout=3)
@@ -197,6 +205,7 @@ fn requests_reads_secrets_masked_in_every_delivery() {
         assert_masked_credentials(&format!("keep-alive answer {i}"), j);
     }
     assert_eq!(v["instance_id"], "i-0123456789abcdef0");
+    assert_masked_credentials("after a HEAD answer", &v["after_head"]);
     assert_eq!(
         v["gce"]["access_token"],
         stars(GCE_ACCESS_TOKEN.len()),

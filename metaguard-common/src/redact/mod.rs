@@ -265,7 +265,15 @@ pub struct Scanner {
     /// Position in "HTTP/1.", status digits, or in `<Data>`.
     pub pos: u8,
     pub xml: u8,
+    /// Body bytes so far that spell "HTTP/1." (a `HEAD` answer's head
+    /// announces a body that never comes: the next answer starts there);
+    /// `PROBE_OFF` once the body is known to be one.
+    pub probe: u8,
+    pub _pad: [u8; 7],
 }
+
+const PROBE_OFF: u8 = 0xff;
+const PROBE_LEN: u8 = 7;
 
 /// `end` at most [`RUN`], in a way the eBPF verifier sees (an opaque copy,
 /// so the compiler cannot drop the check as redundant): it bounds the
@@ -335,6 +343,8 @@ impl Scanner {
             header: HDR_OTHER,
             pos: 0,
             xml: 0,
+            probe: PROBE_OFF,
+            _pad: [0; 7],
         }
     }
 
@@ -462,6 +472,9 @@ impl Scanner {
                 self.head_byte()
             }
             P_BODY_LENGTH => {
+                if self.probe < PROBE_LEN && self.head_answer(b) {
+                    return false;
+                }
                 let m = self.body_byte(b, table);
                 self.remaining -= 1;
                 if self.remaining == 0 {
@@ -469,7 +482,12 @@ impl Scanner {
                 }
                 m
             }
-            P_BODY_CLOSE => self.body_byte(b, table),
+            P_BODY_CLOSE => {
+                if self.probe < PROBE_LEN && self.head_answer(b) {
+                    return false;
+                }
+                self.body_byte(b, table)
+            }
             P_CHUNK_SIZE => {
                 if let Some(d) = hex(b) {
                     if self.flags & F_DIGITS_DONE != 0 || self.pos >= 10 {
@@ -535,6 +553,27 @@ impl Scanner {
                 true
             }
         }
+    }
+
+    /// Body byte `b` while the body may still be the next answer's status
+    /// line: true when `b` completes "HTTP/1." there, which makes the
+    /// previous answer bodiless (an answer to `HEAD`) and this one's head
+    /// the current state. Nothing of the 7 bytes is secret either way.
+    #[inline(always)]
+    fn head_answer(&mut self, b: u8) -> bool {
+        if b != http_prefix(self.probe) {
+            self.probe = PROBE_OFF;
+            return false;
+        }
+        self.probe += 1;
+        if self.probe < PROBE_LEN {
+            return false;
+        }
+        self.end_of_response();
+        self.phase = P_STATUS_VERSION;
+        self.pos = PROBE_LEN;
+        self.head = PROBE_LEN as u32;
+        true
     }
 
     /// Counts a head (or trailer) byte; past the bound the stream is cut.
@@ -640,6 +679,7 @@ impl Scanner {
         self.json = J_OUT;
         self.xml = 0;
         self.key_shapes = 0;
+        self.probe = 0;
         if self.flags & F_TOKEN_HEADER != 0 && self.mask & SHAPE_AWS_IMDS_TOKEN != 0 {
             self.flags |= F_TOKEN_BODY;
         }
@@ -678,6 +718,7 @@ impl Scanner {
 
     #[inline(always)]
     fn reset_head(&mut self) {
+        self.probe = PROBE_OFF;
         self.phase = P_STATUS;
         self.pos = 0;
         self.head = 0;
@@ -847,6 +888,7 @@ impl Scanner {
             return (j, false);
         }
         match self.phase {
+            P_BODY_LENGTH | P_BODY_CLOSE if self.probe < PROBE_LEN => return (j, false),
             P_BODY_LENGTH | P_CHUNK_DATA | P_BODY_CLOSE => {}
             P_STATUS_REST | P_TRAILER_LINE => return (self.run_line(block, j, to), false),
             P_VALUE if self.header == HDR_OTHER => return (self.run_line(block, j, to), false),

@@ -269,3 +269,35 @@ fn runs_match_steps() {
         }
     }
 }
+
+/// A `HEAD` answer announces a body that never comes: the next answer's
+/// head is recognised where the body would start, and read as a head (its
+/// token header counts).
+#[test]
+fn head_answers_are_bodiless() {
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n";
+    let token = "HTTP/1.1 200 OK\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 8\r\n\r\nAQAEtokn";
+    let input = format!("{head}{token}{}", response(CREDS));
+    let (out, mut s) = run(SHAPE_AWS_IMDS_TOKEN | SHAPE_AWS_CREDENTIALS, &input);
+    assert!(out.contains("\r\n\r\n********HTTP/1.1 200 OK"), "{out}");
+    assert!(!out.contains("TOKENVALUE") && !s.is_cut() && s.at_boundary());
+    assert_eq!(
+        s.take_report().0,
+        SHAPE_AWS_IMDS_TOKEN | SHAPE_AWS_CREDENTIALS
+    );
+    for n in [1, 3, 7, 64] {
+        assert_eq!(
+            run_split(SHAPE_AWS_IMDS_TOKEN | SHAPE_AWS_CREDENTIALS, &input, n),
+            out
+        );
+    }
+    // A body that starts like a status line but is not one stays a body.
+    let (out, s) = run(
+        SHAPE_AWS_CREDENTIALS,
+        &response("HTTP/x {\"Token\":\"ab\"}"),
+    );
+    assert!(
+        out.ends_with("HTTP/x {\"Token\":\"**\"}") && s.at_boundary(),
+        "{out}"
+    );
+}

@@ -132,6 +132,11 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
     let Some(any) = REDACT_ANY.get(0) else {
         return false;
     };
+    if any.is_empty() {
+        // No rule redacts: nothing to set (connections made under an
+        // earlier policy keep what they had).
+        return false;
+    }
     let rules = s.info.allowed.and(any);
     let need = if s.guarded() && !rules.is_empty() {
         shapes_for(&rules)

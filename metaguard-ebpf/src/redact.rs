@@ -102,6 +102,12 @@ pub fn start(cookie: u64) -> bool {
     REDACT_CONNS.insert(&cookie, &conn, 0).is_ok()
 }
 
+/// Drops a connection's scanner state (it could not join `REDACT_SOCKS`).
+#[inline(always)]
+pub fn forget(cookie: u64) {
+    let _ = REDACT_CONNS.remove(&cookie);
+}
+
 /// The shapes the sender's rules redact (union over its rules).
 #[inline(always)]
 fn shapes_for(rules: &RuleSet) -> u32 {

@@ -102,9 +102,16 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     }
     // Answers some `redact` rule may need masked: the map with the
     // receive-side program too.
+    // When that fails, the socket goes to PROTECTED_SOCKS without scanner
+    // state, where senders whose rules redact are refused.
     if redact::wanted(dest) && redact::start(cookie) {
-        let _ = REDACT_SOCKS.update(&mut cookie, unsafe { &mut *ops }, BPF_ANY as u64);
-        return SOCK_OPS_OK;
+        if REDACT_SOCKS
+            .update(&mut cookie, unsafe { &mut *ops }, BPF_ANY as u64)
+            .is_ok()
+        {
+            return SOCK_OPS_OK;
+        }
+        redact::forget(cookie);
     }
     // A full map leaves the socket unchecked per send (it was allowed at
     // connect); closed sockets leave the map by themselves.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Short fuzzing run of the HTTP request checker (metaguard-common/fuzz,
-# target http_request): installs cargo-fuzz if missing, fuzzes a scratch copy
+# Short fuzzing run of the HTTP request checker and the response redaction
+# scanner (metaguard-common/fuzz, targets http_request and redact_response): installs cargo-fuzz if missing, fuzzes a scratch copy
 # of the committed seed corpus (so the corpus does not grow) for at most
 # FUZZ_SECONDS seconds or FUZZ_RUNS inputs, and fails on any crash or failed
 # property. Builds under $CARGO_TARGET_DIR/fuzz when CARGO_TARGET_DIR is set.
@@ -23,14 +23,18 @@ if [ -n "${CARGO_TARGET_DIR:-}" ]; then
     target_args=(--target-dir "$CARGO_TARGET_DIR/fuzz")
 fi
 
-corpus=$(mktemp -d)
-trap 'rm -rf "$corpus"' EXIT
-cp metaguard-common/fuzz/corpus/http_request/* "$corpus"/
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 
-# Safe Rust only: no sanitizer needed; overflow checks and debug assertions
-# stay on (cargo-fuzz's default build).
-log "fuzzing http_request for at most ${FUZZ_SECONDS}s / ${FUZZ_RUNS} runs"
-cargo +nightly fuzz run --fuzz-dir metaguard-common/fuzz --sanitizer none \
-    "${target_args[@]}" http_request "$corpus" -- \
-    -max_total_time="$FUZZ_SECONDS" -runs="$FUZZ_RUNS" -print_final_stats=1
+for target in http_request redact_response; do
+    corpus="$work/$target"
+    mkdir -p "$corpus"
+    cp metaguard-common/fuzz/corpus/"$target"/* "$corpus"/
+    # Safe Rust only: no sanitizer needed; overflow checks and debug
+    # assertions stay on (cargo-fuzz's default build).
+    log "fuzzing $target for at most ${FUZZ_SECONDS}s / ${FUZZ_RUNS} runs"
+    cargo +nightly fuzz run --fuzz-dir metaguard-common/fuzz --sanitizer none \
+        "${target_args[@]}" "$target" "$corpus" -- \
+        -max_total_time="$FUZZ_SECONDS" -runs="$FUZZ_RUNS" -print_final_stats=1
+done
 log "passed"

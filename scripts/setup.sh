@@ -52,4 +52,17 @@ if ! have_linker; then
         --no-default-features --features "llvm-$LLVM_MAJOR" --quiet
 fi
 have_linker || { echo "metaguard setup: bpf-linker did not install" >&2; exit 1; }
+
+# --- Python clients the kernel tests drive (requests, botocore) ------------
+# From PyPI when missing; without network the tests that need them say so
+# and skip.
+if command -v python3 >/dev/null 2>&1; then
+    for module in requests botocore; do
+        if ! python3 -c "import $module" >/dev/null 2>&1; then
+            log "installing the Python package $module (pip, PyPI)"
+            python3 -m pip install --quiet "$module" ||
+                log "could not install $module: the tests that use it will skip"
+        fi
+    done
+fi
 log "ready: $("$CARGO_BIN/bpf-linker" --version)"

@@ -55,10 +55,18 @@ pub enum Reason {
     Imdsv1 = 8,
     /// No rule matched, but a temporary grant for this process did.
     Granted = 9,
+    /// Secrets in an answer were masked (`redact`).
+    Redacted = 10,
+    /// An answer under `redact` could not be followed: the rest of the
+    /// connection's input is masked and its sends refused.
+    RedactCut = 11,
+    /// A sender whose rules redact answers, on a connection that cannot
+    /// redact them (established before the policy asked for it).
+    RedactUnavailable = 12,
     /// A TCP Fast Open send to an endpoint where requests are checked: its
     /// data would leave with the handshake, before the per-send check can
     /// see it.
-    FastOpen = 10,
+    FastOpen = 13,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,8 @@ pub enum Hook {
     /// sk_msg: a send on a TCP socket connected to a protected destination,
     /// decided again for the sending process.
     SendmsgTcp = 6,
+    /// sk_skb: a response on a connection under a `redact` rule.
+    Response = 7,
 }
 
 impl Hook {
@@ -24,6 +26,7 @@ impl Hook {
             4 => Hook::Sendmsg6,
             5 => Hook::Egress,
             6 => Hook::SendmsgTcp,
+            7 => Hook::Response,
             _ => return None,
         })
     }
@@ -36,6 +39,7 @@ impl Hook {
             Hook::Sendmsg6 => "sendmsg6",
             Hook::Egress => "egress",
             Hook::SendmsgTcp => "sendmsg-tcp",
+            Hook::Response => "response",
         }
     }
 }
@@ -99,11 +103,14 @@ pub struct Event {
     pub _pad2: u8,
     /// Request events: the canonical target's full length.
     pub path_len: u16,
-    pub _pad3: [u8; 2],
+    /// Redaction events (`EVENT_REDACT`): the `redact::SHAPE_*` bits masked.
+    pub redacted: u16,
 }
 
 /// `Event::flags`: a per-request decision (HTTP), not a connect-level one.
 pub const EVENT_REQUEST: u8 = 8;
+/// `Event::flags`: secrets were masked in responses (`Event::redacted`).
+pub const EVENT_REDACT: u8 = 16;
 pub const EVENT_PATH_LEN: usize = crate::http::EVENT_TARGET;
 pub const IMDS_V1: u8 = 1;
 pub const IMDS_V2: u8 = 2;

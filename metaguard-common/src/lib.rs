@@ -9,6 +9,7 @@
 //! - [`event`]: the record the kernel sends for each decision.
 //! - [`offsets`]: kernel struct offsets the daemon reads from BTF.
 //! - [`http`]: the HTTP/1.x request checker and its pattern map key.
+//! - [`redact`]: the response scanner that masks secrets in metadata answers.
 #![no_std]
 
 pub mod addr;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod http;
 pub mod maps;
 pub mod offsets;
+pub mod redact;
 pub mod ruleset;
 
 #[cfg(feature = "user")]
@@ -51,4 +53,6 @@ mod pod {
     unsafe impl aya::Pod for HttpKey {}
     unsafe impl aya::Pod for HeaderTable {}
     unsafe impl aya::Pod for HttpParser {}
+    unsafe impl aya::Pod for crate::redact::RedactTable {}
+    unsafe impl aya::Pod for crate::redact::Scanner {}
 }

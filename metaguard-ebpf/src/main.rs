@@ -8,6 +8,8 @@
 //!
 //! - `sock_ops` + `sk_msg`: TCP sockets established to a protected
 //!   destination are checked again on every send, for the sending task.
+//! - `redact_verdict` (sk_skb): answers on connections under `redact` rules
+//!   have their secrets masked before the process reads them.
 //!
 //! Each sock_addr/skb program returns 1 to let the operation proceed and 0 to refuse it (EPERM at
 //! the caller for the sock_addr hooks, a dropped packet for egress).
@@ -31,6 +33,8 @@ mod identity;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod redact;
+#[cfg(target_arch = "bpf")]
 mod sockets;
 #[cfg(target_arch = "bpf")]
 pub use programs::*;
@@ -38,12 +42,12 @@ pub use programs::*;
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        macros::{cgroup_skb, cgroup_sock_addr, sk_msg, sock_ops},
+        macros::{cgroup_skb, cgroup_sock_addr, sk_msg, sock_ops, stream_verdict},
         programs::{SkBuffContext, SkMsgContext, SockAddrContext, SockOpsContext},
     };
     use metaguard_common::event::Hook;
 
-    use crate::{backstop, guard, sockets};
+    use crate::{backstop, guard, redact, sockets};
 
     #[cgroup_sock_addr(connect4)]
     pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -78,6 +82,12 @@ mod programs {
     #[sk_msg]
     pub fn msg_sender(ctx: SkMsgContext) -> u32 {
         sockets::sk_msg(&ctx)
+    }
+
+    /// Attached to `REDACT_SOCKS`: masks secrets in what arrives.
+    #[stream_verdict]
+    pub fn redact_verdict(ctx: SkBuffContext) -> u32 {
+        redact::verdict(&ctx)
     }
 
     #[panic_handler]

@@ -25,6 +25,7 @@ use crate::{
     guard::{config, protected_at, sender, Sender},
     http,
     maps::{HTTP_CONNS, PROTECTED_SOCKS},
+    redact::{self, REDACT_SOCKS},
 };
 
 const AF_INET: u32 = 2;
@@ -78,9 +79,9 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let Some((key, port)) = remote_key(family, ip4, ip6, port) else {
         return SOCK_OPS_OK;
     };
-    if protected_at(key, port).is_none() {
+    let Some(found) = protected_at(key, port) else {
         return SOCK_OPS_OK;
-    }
+    };
     let mut cookie = unsafe { bpf_get_socket_cookie(ops.cast()) };
     // The connection's request-stream state, named by the cookie in events.
     unsafe {
@@ -96,6 +97,19 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
                 (*st).id = cookie;
             }
         }
+    }
+    // Answers some `redact` rule may need masked: the map with the
+    // receive-side program too.
+    // When that fails, the socket goes to PROTECTED_SOCKS without scanner
+    // state, where senders whose rules redact are refused.
+    if redact::wanted(found.dest) && redact::start(cookie) {
+        if REDACT_SOCKS
+            .update(&mut cookie, unsafe { &mut *ops }, BPF_ANY as u64)
+            .is_ok()
+        {
+            return SOCK_OPS_OK;
+        }
+        redact::forget(cookie);
     }
     // A full map leaves the socket unchecked per send (it was allowed at
     // connect); closed sockets leave the map by themselves.
@@ -130,6 +144,9 @@ pub fn sk_msg(ctx: &SkMsgContext) -> u32 {
     }
     if s.info.verdict.action == Action::Audit as u8 {
         s.report();
+    }
+    if redact::on_send(ctx, &s) {
+        return SK_DROP;
     }
     if !http::wanted(&s) {
         return SK_PASS;

@@ -377,8 +377,21 @@ impl State {
         while let Some(item) = rb.next() {
             if let Some(ev) = parse_event(&item) {
                 let d = self.renderer.render(&ev);
-                self.repeats.note(&ev, &d);
-                self.metrics.decision(&d);
+                if d.kind == "redact" && d.reason == "redact-cut" {
+                    // The kernel masks what arrives on it and refuses its
+                    // sends; end the client's wait too.
+                    if let (Some(pid), Some(cookie)) = (d.pid, d.connection) {
+                        if let Err(e) = crate::sys::cut::cut(pid, cookie) {
+                            eprintln!("metaguard: cutting connection {cookie} of pid {pid}: {e:#}");
+                        }
+                    }
+                }
+                // Redaction reports are not decisions: no repeats to
+                // count, nothing for the decision metrics.
+                if d.kind != "redact" {
+                    self.repeats.note(&ev, &d);
+                    self.metrics.decision(&d);
+                }
                 self.out.decision(&d);
             }
         }

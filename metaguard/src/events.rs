@@ -10,8 +10,8 @@ use std::{
 use metaguard_common::{
     decide::{Action, Reason},
     event::{
-        Event, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, EVENT_REQUEST, IMDS_V1, IMDS_V2,
-        NONE_U16,
+        Event, Hook, EVENT_NO_EXE, EVENT_NO_PORT, EVENT_NO_TASK, EVENT_REDACT, EVENT_REQUEST,
+        IMDS_V1, IMDS_V2, NONE_U16,
     },
     http::Reject,
 };
@@ -72,6 +72,11 @@ pub struct Decision {
     /// Per-request decisions: the connection (socket cookie) it came on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<u64>,
+    /// Redaction events (`type: "redact"`): the secret shapes masked in
+    /// answers on the connection (never the values), `cut` when the rest
+    /// of the connection's input was masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<Vec<String>>,
 }
 
 /// A request as the kernel's HTTP checker read it. Header values are never
@@ -160,6 +165,9 @@ pub fn reason_name(r: u8) -> &'static str {
         x if x == Reason::HttpRejected as u8 => "http-rejected",
         x if x == Reason::Imdsv1 as u8 => "imdsv1-refused",
         x if x == Reason::Granted as u8 => "granted",
+        x if x == Reason::Redacted as u8 => "redacted",
+        x if x == Reason::RedactCut as u8 => "redact-cut",
+        x if x == Reason::RedactUnavailable as u8 => "redact-unavailable",
         x if x == Reason::FastOpen as u8 => "fast-open",
         _ => "unknown",
     }
@@ -182,6 +190,8 @@ pub fn protocol_name(p: u16) -> &'static str {
 pub struct Renderer {
     rules: Vec<String>,
     endpoints: Vec<String>,
+    /// The policy's custom `redact` keys (shape bit order).
+    redact_keys: Vec<String>,
     exe_paths: HashMap<(u32, u64), PathBuf>,
     cgroup_root: Option<PathBuf>,
     cgroup_paths: HashMap<u64, String>,
@@ -194,6 +204,7 @@ impl Renderer {
         let mut r = Renderer {
             rules: vec![],
             endpoints: vec![],
+            redact_keys: vec![],
             exe_paths: HashMap::new(),
             cgroup_root: crate::sys::cgroup::cgroup2_mount().ok(),
             cgroup_paths: HashMap::new(),
@@ -207,6 +218,11 @@ impl Renderer {
     pub fn set_policy(&mut self, policy: &Policy) {
         self.rules = policy.rules.iter().map(|r| r.name.clone()).collect();
         self.endpoints = policy.endpoints.iter().map(|e| e.name.clone()).collect();
+        self.redact_keys = policy
+            .redact_keys()
+            .into_iter()
+            .map(|k| format!("\"{k}\""))
+            .collect();
         self.exe_paths = policy
             .rules
             .iter()
@@ -225,10 +241,18 @@ impl Renderer {
             generation: ev.exe_generation,
         });
         let request = (ev.flags & EVENT_REQUEST != 0).then(|| request_info(ev));
+        let redacted = (ev.flags & EVENT_REDACT != 0).then(|| {
+            let keys: Vec<&str> = self.redact_keys.iter().map(String::as_str).collect();
+            metaguard_common::redact::shape_names(ev.redacted as u32, &keys)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        });
         Decision {
             time: self.wall_time(ev.time_ns),
             kind: if request.is_some() {
                 "request"
+            } else if redacted.is_some() {
+                "redact"
             } else {
                 "decision"
             },
@@ -254,8 +278,9 @@ impl Renderer {
             hook: Hook::from_u8(ev.hook).map(Hook::name).unwrap_or("unknown"),
             count: 1,
             policy_generation: ev.policy_generation,
-            connection: request.as_ref().map(|_| ev.cookie),
+            connection: (request.is_some() || redacted.is_some()).then_some(ev.cookie),
             request,
+            redacted,
         }
     }
 

@@ -281,6 +281,7 @@ mod tests {
             policy_generation: 1,
             request: None,
             connection: None,
+            redacted: None,
         };
         m.decision(&d);
         m.decision(&Decision { count: 1, ..d });

@@ -1,6 +1,7 @@
 //! The fake cloud metadata service: plain std threads, one poll loop for all
 //! listening sockets plus one thread per TCP connection. Sockets are bound by the
 //! caller (inside whatever netns it chose); they keep that netns for their life.
+pub mod delivery;
 pub mod responses;
 
 use crate::http::{self, ReadError, Response};
@@ -245,11 +246,7 @@ fn serve_requests(
         } else {
             (responses::respond(&req), req.keep_alive())
         };
-        if resp
-            .write_to(&mut writer, keep_alive, req.method == "HEAD")
-            .is_err()
-            || !keep_alive
-        {
+        if delivery::write(&resp, &req, &mut writer, keep_alive).is_err() || !keep_alive {
             return;
         }
     }

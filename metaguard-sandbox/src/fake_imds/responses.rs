@@ -15,6 +15,9 @@ pub const GCE_INSTANCE_ID: &str = "1234567890123456789";
 pub const GCE_ZONE: &str = "projects/123456789012/zones/us-central1-a";
 pub const GCE_ACCESS_TOKEN: &str = "ya29.fake-metaguard-gce-token-NOT-REAL";
 pub const AZURE_ACCESS_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJmYWtlIjoibWV0YWd1YXJkIn0.fake.NOT-REAL";
+/// The WireServer certificate payload (base64 of nothing real).
+pub const AZURE_CERTIFICATE_DATA: &str = "MIIFakeMetaguardPkcs7CertificatePayloadNOTREAL==";
+pub const AWS_SESSION_TOKEN: &str = "FAKE-SESSION-TOKEN-metaguard-NOT-REAL";
 
 /// The answer for one request; the address it arrived on does not matter.
 pub fn respond(req: &Request) -> Response {
@@ -25,6 +28,8 @@ pub fn respond(req: &Request) -> Response {
         gce(req).with_header("Metadata-Flavor", "Google")
     } else if path.starts_with("/metadata/") {
         azure(req)
+    } else if path == "/machine/" || path == "/machine" {
+        wireserver(req)
     } else {
         Response::text(404, "Not Found")
     }
@@ -102,7 +107,7 @@ fn aws_credentials() -> String {
   "Type" : "AWS-HMAC",
   "AccessKeyId" : "{AWS_ACCESS_KEY_ID}",
   "SecretAccessKey" : "{AWS_SECRET_ACCESS_KEY}",
-  "Token" : "FAKE-SESSION-TOKEN-metaguard-NOT-REAL",
+  "Token" : "{AWS_SESSION_TOKEN}",
   "Expiration" : "2099-01-01T00:00:00Z"
 }}"#
     )
@@ -169,6 +174,20 @@ fn azure(req: &Request) -> Response {
         "/metadata/identity/oauth2/token" => Response::json(200, azure_token()),
         _ => Response::json(404, r#"{"error":"Not found"}"#),
     }
+}
+
+/// Azure WireServer: the certificates of the goal state.
+fn wireserver(req: &Request) -> Response {
+    if !is_get(req) || !req.query().split('&').any(|kv| kv == "comp=certificates") {
+        return Response::text(400, "Bad Request");
+    }
+    Response::new(
+        200,
+        "text/xml; charset=utf-8",
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<CertificateFile><Version>2012-11-30</Version><Incarnation>1</Incarnation><Format>Pkcs7BlobWithPfxContents</Format><Data>{AZURE_CERTIFICATE_DATA}</Data></CertificateFile>"
+        ),
+    )
 }
 
 fn azure_instance() -> &'static str {

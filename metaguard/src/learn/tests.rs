@@ -55,6 +55,7 @@ fn decision(
         policy_generation: 1,
         request: None,
         connection: None,
+        redacted: None,
     };
     serde_json::to_string(&d).unwrap()
 }

@@ -389,6 +389,7 @@ mod tests {
             groups: vec![],
             cgroups: vec![],
             http: None,
+            redact: vec![],
         }
     }
 

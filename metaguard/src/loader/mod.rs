@@ -3,6 +3,7 @@
 pub mod btf;
 pub mod encode;
 pub mod pins;
+pub mod redact;
 
 use std::{
     fs::File,
@@ -73,6 +74,10 @@ pub struct Guard {
     grace: Option<GracePeriod>,
     /// The sk_msg attachment, when pinned (kept or dropped on purpose).
     sk_msg_link: Option<aya::programs::sk_msg::SkMsgLink>,
+    /// The attachments to `REDACT_SOCKS`.
+    redact_links: Option<redact::Links>,
+    /// The policy the redaction maps were last written for.
+    redact_policy: Option<Policy>,
 }
 
 impl Guard {
@@ -133,6 +138,7 @@ impl Guard {
         p.load().map_err(|e| {
             explain_load_error(anyhow!(e).context(format!("loading program {SK_MSG_PROGRAM}")))
         })?;
+        redact::load(&mut ebpf)?;
         let grace = match GracePeriod::new() {
             Ok(g) => Some(g),
             Err(e) => {
@@ -151,6 +157,8 @@ impl Guard {
             slot: 0,
             grace,
             sk_msg_link: None,
+            redact_links: None,
+            redact_policy: None,
         };
         // Both slots empty (refusing); slot 0 is "in force" until `apply`.
         g.clear_slot(0)?;
@@ -179,7 +187,19 @@ impl Guard {
             }
         }
         let enc = encode::encode(policy, self.generation + 1, self.slot ^ 1);
-        self.switch_to(&enc)?;
+        // The redaction maps are not slotted: while the switch is under way
+        // they hold what either policy redacts (more masking for a moment,
+        // never less), then exactly the new policy's.
+        let both: Vec<&Policy> = self.redact_policy.iter().chain([policy]).collect();
+        redact::write(&mut self.ebpf, &both)?;
+        if let Err(e) = self.switch_to(&enc) {
+            if let Some(old) = self.redact_policy.clone() {
+                let _ = redact::write(&mut self.ebpf, &[&old]);
+            }
+            return Err(e);
+        }
+        redact::write(&mut self.ebpf, &[policy])?;
+        self.redact_policy = Some(policy.clone());
         self.generation += 1;
         Ok(())
     }
@@ -415,11 +435,15 @@ impl Guard {
             // be pinned; not dropping it keeps it.
             std::mem::forget(l);
         }
+        if let Some(l) = self.redact_links.take() {
+            l.forget();
+        }
     }
 
     /// Detaches the pinned programs now and removes their pins.
     pub fn detach_pinned(&mut self) -> Result<()> {
         drop(self.sk_msg_link.take());
+        drop(self.redact_links.take());
         if let Some(set) = self.pinned.take() {
             pins::remove_set(&set)?;
             if let Some(base) = set.parent() {
@@ -471,6 +495,7 @@ impl Guard {
         if pin.is_some() {
             self.sk_msg_link = Some(p.take_link(id)?);
         }
+        self.redact_links = Some(redact::attach(&mut self.ebpf)?);
         let p: &mut SockOps = program(&mut self.ebpf, SOCK_OPS_PROGRAM)?;
         let id = p.attach(&cg, CgroupAttachMode::Single).map_err(|e| {
             explain_load_error(

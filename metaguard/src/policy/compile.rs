@@ -17,8 +17,8 @@ use super::{
     error::{line_column, Diagnostics},
     presets,
     tree::{self, Entry, Node, Value},
-    CgroupRef, Endpoint, EventSettings, ExeRef, Guard, HttpRule, Mode, Policy, PolicyErrors, Rule,
-    MAX_RULES,
+    CgroupRef, Endpoint, EventSettings, ExeRef, Guard, HttpRule, Mode, Policy, PolicyErrors,
+    Redact, Rule, MAX_RULES,
 };
 use crate::sys::{cgroup, exe};
 
@@ -28,7 +28,7 @@ const EVENTS_KEYS: [&str; 1] = ["aggregate"];
 const MAX_AGGREGATE: Duration = Duration::from_secs(60);
 const GUARD_KEYS: [&str; 2] = ["users", "cgroups"];
 const ENDPOINT_KEYS: [&str; 5] = ["name", "addresses", "ports", "mode", "require_imdsv2"];
-const ALLOW_KEYS: [&str; 7] = [
+const ALLOW_KEYS: [&str; 8] = [
     "name",
     "endpoints",
     "exe",
@@ -36,6 +36,7 @@ const ALLOW_KEYS: [&str; 7] = [
     "groups",
     "cgroups",
     "http",
+    "redact",
 ];
 const HTTP_KEYS: [&str; 3] = ["method", "path", "require_headers"];
 /// Distinct `require_headers` names a policy may use (the kernel's header
@@ -205,6 +206,29 @@ impl<'a> Compiler<'a> {
                 format!(
                     "the rules require {} distinct headers; at most {MAX_REQUIRED_HEADERS} are supported",
                     headers.len()
+                ),
+            );
+        }
+
+        let mut keys: Vec<&str> = Vec::new();
+        for r in &rules {
+            for k in r.redact.iter().filter_map(|e| match e {
+                Redact::Key(k) => Some(k.as_str()),
+                Redact::Builtin(_) => None,
+            }) {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        if keys.len() > metaguard_common::redact::MAX_CUSTOM {
+            let span = allow.map(|e| e.key_span.clone()).unwrap_or(0..0);
+            self.err(
+                &span,
+                format!(
+                    "the rules name {} distinct custom `redact` keys; at most {} are supported",
+                    keys.len(),
+                    metaguard_common::redact::MAX_CUSTOM
                 ),
             );
         }
@@ -559,7 +583,7 @@ impl<'a> Compiler<'a> {
         included: &[(&'static presets::Preset, Range<usize>)],
         rule_names: &mut HashMap<String, Range<usize>>,
     ) -> Option<Rule> {
-        let [name_e, eps, exe, users, groups, cgroups, http] =
+        let [name_e, eps, exe, users, groups, cgroups, http, redact] =
             self.fields(t.entries, "[[allow]]", &ALLOW_KEYS);
         let name = self.name(name_e, t, "this [[allow]] rule");
         if let (Some(n), Some(ne)) = (&name, name_e) {
@@ -612,6 +636,7 @@ impl<'a> Compiler<'a> {
             .unwrap_or_default();
         let cgroups = cgroups.map(|e| self.cgroups(e, false)).unwrap_or_default();
         let http = http.map(|e| self.http(e));
+        let redact = redact.map(|e| self.redact(e)).unwrap_or_default();
         Some(Rule {
             name: name?,
             endpoints: endpoint_ix,
@@ -620,7 +645,56 @@ impl<'a> Compiler<'a> {
             groups,
             cgroups,
             http,
+            redact,
         })
+    }
+
+    /// `redact = ["aws-credentials", '"client_secret"']`: built-in shape
+    /// names, or JSON keys written in double quotes.
+    fn redact(&mut self, e: &Entry) -> Vec<Redact> {
+        use metaguard_common::redact::{BUILTIN_SHAPES, MAX_CUSTOM_LEN};
+        let items = self.strings(e, "a secret shape", "[\"aws-credentials\"]");
+        if matches!(&e.node.value, Value::Array(a) if a.is_empty()) {
+            self.err(
+                &e.node.span,
+                "`redact` is empty: name secret shapes, or remove the key to pass answers unmasked",
+            );
+        }
+        let mut out = Vec::new();
+        for (s, span) in items {
+            let entry = if let Some(key) = s.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+                let ok = !key.is_empty()
+                    && key.len() <= MAX_CUSTOM_LEN
+                    && key
+                        .bytes()
+                        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+                if !ok {
+                    self.err(
+                        span,
+                        format!("`{s}`: a custom shape is a JSON key in double quotes, 1 to {MAX_CUSTOM_LEN} printable ASCII characters without quotes or backslashes"),
+                    );
+                    continue;
+                }
+                Redact::Key(key.to_string())
+            } else if let Some((name, _)) = BUILTIN_SHAPES.iter().find(|(n, _)| *n == s) {
+                Redact::Builtin(name)
+            } else {
+                let names: Vec<&str> = BUILTIN_SHAPES.iter().map(|(n, _)| *n).collect();
+                self.err(
+                    span,
+                    format!(
+                        "unknown secret shape `{s}`: expected one of {}, or a JSON key in double quotes like '\"client_secret\"'",
+                        names.join(", ")
+                    ),
+                );
+                continue;
+            };
+            if !out.contains(&entry) {
+                out.push(entry);
+            }
+        }
+        out.sort();
+        out
     }
 
     fn boolean(&mut self, e: &Entry) -> Option<bool> {

@@ -167,6 +167,18 @@ pub struct Rule {
     pub cgroups: Vec<CgroupRef>,
     /// `None`: any request on the connection. `Some`: exactly these.
     pub http: Option<Vec<HttpRule>>,
+    /// Secret shapes masked in the answers a process gets under this rule
+    /// (`redact = [...]`); empty: the rule entitles it to them.
+    pub redact: Vec<Redact>,
+}
+
+/// One entry of a rule's `redact` list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Redact {
+    /// A built-in shape by name (`metaguard_common::redact::BUILTIN_SHAPES`).
+    Builtin(&'static str),
+    /// A custom JSON key, written quoted in the policy (`'"client_secret"'`).
+    Key(String),
 }
 
 /// A rule's executable: the path as written (absolute) and the identity of
@@ -209,6 +221,45 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Policy, PolicyErrors> {
 }
 
 impl Policy {
+    /// The custom `redact` keys of every rule, in order of first use: key
+    /// `i` is shape bit `SHAPE_CUSTOM_FIRST + i`.
+    pub fn redact_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for r in &self.rules {
+            for e in &r.redact {
+                if let Redact::Key(k) = e {
+                    if !keys.contains(k) {
+                        keys.push(k.clone());
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    /// The `SHAPE_*` bits rule `rule` redacts.
+    pub fn redact_bits(&self, rule: &Rule) -> u32 {
+        Self::redact_bits_with(rule, &self.redact_keys())
+    }
+
+    /// The `SHAPE_*` bits rule `rule` redacts when custom key `i` of `keys`
+    /// is shape bit `SHAPE_CUSTOM_FIRST + i` (keys not among them: none).
+    pub fn redact_bits_with(rule: &Rule, keys: &[String]) -> u32 {
+        use metaguard_common::redact::{BUILTIN_SHAPES, SHAPE_CUSTOM_FIRST};
+        rule.redact.iter().fold(0, |bits, e| {
+            bits | match e {
+                Redact::Builtin(n) => BUILTIN_SHAPES
+                    .iter()
+                    .find(|(b, _)| b == n)
+                    .map_or(0, |(_, v)| *v),
+                Redact::Key(k) => keys
+                    .iter()
+                    .position(|x| x == k)
+                    .map_or(0, |i| 1 << (SHAPE_CUSTOM_FIRST + i as u32)),
+            }
+        })
+    }
+
     /// Index of the endpoint called `name`.
     pub fn endpoint_index(&self, name: &str) -> Option<usize> {
         self.endpoints.iter().position(|e| e.name == name)

@@ -73,6 +73,17 @@ pub fn summary(p: &Policy) -> String {
         if !r.cgroups.is_empty() {
             let _ = writeln!(s, "    cgroups {}", cgroups(&r.cgroups));
         }
+        if !r.redact.is_empty() {
+            let names: Vec<String> = r
+                .redact
+                .iter()
+                .map(|e| match e {
+                    super::Redact::Builtin(n) => n.to_string(),
+                    super::Redact::Key(k) => format!("\"{k}\""),
+                })
+                .collect();
+            let _ = writeln!(s, "    redact {}", names.join(", "));
+        }
     }
     let _ =
         writeln!(

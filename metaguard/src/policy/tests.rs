@@ -165,6 +165,7 @@ users = [0]
             groups: vec![],
             cgroups: vec![],
             http: None,
+            redact: vec![],
         }
     );
     assert_eq!(p.exe_paths(), vec![exe_path.clone()]);
@@ -354,7 +355,7 @@ fn unknown_keys_everywhere() {
             "p.toml:1:1: unknown key `inclde` in the top level: expected one of mode, include, guard, endpoint, allow, events",
             "p.toml:3:1: unknown key `user` in [guard]: expected one of users, cgroups",
             "p.toml:7:1: unknown key `port` in [[endpoint]]: expected one of name, addresses, ports, mode, require_imdsv2",
-            "p.toml:11:1: unknown key `exec` in [[allow]]: expected one of name, endpoints, exe, users, groups, cgroups, http",
+            "p.toml:11:1: unknown key `exec` in [[allow]]: expected one of name, endpoints, exe, users, groups, cgroups, http, redact",
         ]
     );
 }
@@ -846,4 +847,41 @@ fn http_rule_errors() {
         e[0].contains("`require_imdsv2` must be true or false"),
         "{e:?}"
     );
+}
+
+#[test]
+fn redact_lists() {
+    use super::Redact;
+    use metaguard_common::redact::{SHAPE_AWS_CREDENTIALS, SHAPE_CUSTOM_FIRST, SHAPE_GCP_TOKEN};
+    let src = format!(
+        "{EP}[[allow]]\nname = \"a\"\nusers = [0]\nredact = [\"gcp-access-token\", \"aws-credentials\", '\"client_secret\"', \"aws-credentials\"]\n\
+         [[allow]]\nname = \"b\"\nusers = [1]\nredact = ['\"password\"', '\"client_secret\"']\n\
+         [[allow]]\nname = \"c\"\nusers = [2]\n"
+    );
+    let p = parse(&src).unwrap();
+    assert_eq!(
+        p.rules[0].redact,
+        [
+            Redact::Builtin("aws-credentials"),
+            Redact::Builtin("gcp-access-token"),
+            Redact::Key("client_secret".into()),
+        ]
+    );
+    assert_eq!(p.redact_keys(), ["client_secret", "password"]);
+    assert_eq!(
+        p.redact_bits(&p.rules[0]),
+        SHAPE_AWS_CREDENTIALS | SHAPE_GCP_TOKEN | 1 << SHAPE_CUSTOM_FIRST
+    );
+    assert_eq!(p.redact_bits(&p.rules[1]), 3 << SHAPE_CUSTOM_FIRST);
+    assert!(p.rules[2].redact.is_empty() && p.redact_bits(&p.rules[2]) == 0);
+    assert!(summary(&p).contains("redact aws-credentials, gcp-access-token, \"client_secret\""));
+
+    let rule = |r: &str| format!("{EP}[[allow]]\nname = \"r\"\nusers = [0]\nredact = {r}\n");
+    assert!(error(&rule("[\"aws-keys\"]")).contains("unknown secret shape `aws-keys`"));
+    assert!(error(&rule("[]")).contains("`redact` is empty"));
+    assert!(error(&rule("['\"a\\\\b\"']")).contains("a custom shape is a JSON key"));
+    assert!(error(&rule("['\"\"']")).contains("a custom shape is a JSON key"));
+    let eight: Vec<String> = (0..8).map(|i| format!("'\"k{i}\"'")).collect();
+    assert!(error(&rule(&format!("[{}]", eight.join(", "))))
+        .contains("8 distinct custom `redact` keys; at most 7"));
 }

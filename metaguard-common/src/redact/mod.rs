@@ -1,0 +1,1015 @@
+//! Secret redaction in HTTP/1.x responses from metadata services.
+//!
+//! [`Scanner`] reads a connection's response stream one byte at a time and
+//! says, for each byte, whether it is part of a secret value; the caller
+//! overwrites those bytes with [`FILLER`]. Nothing is buffered or moved:
+//! lengths, `Content-Length` and chunk framing stay valid, and because a
+//! secret's key (or the header that marks a token body) always comes before
+//! its value, a value split over any number of segments is masked from its
+//! first byte. The same code runs in the kernel (`sk_skb` verdict program,
+//! state in a map value) and on the host (tests, fuzzing).
+//!
+//! What it follows:
+//! - the status line and header block (at most [`MAX_HEAD`] bytes),
+//!   `Content-Length`, `Transfer-Encoding: chunked` (chunk-size lines are
+//!   framing, never masked), bodies up to the connection's close, 1xx
+//!   interim responses, 204/304 without a body;
+//! - in bodies: JSON string values of keys named by the shapes in force
+//!   (keys compared ASCII-case-insensitively; a key written with escapes
+//!   counts as every key), the contents of XML `<Data>` elements, and whole
+//!   bodies of IMDSv2 token answers (those carrying the
+//!   `X-aws-ec2-metadata-token-ttl-seconds` header).
+//!
+//! Deny by default: anything it cannot follow (not HTTP/1.x, a header block
+//! over the bound, a malformed or conflicting `Content-Length`, a transfer
+//! coding other than `chunked`, bad chunk sizes, a protocol switch) *cuts*
+//! the stream: from there on every byte is masked ([`SHAPE_CUT`]).
+#[cfg(test)]
+mod tests;
+
+/// What secret bytes become.
+pub const FILLER: u8 = b'*';
+
+/// Longest status line plus header block followed.
+pub const MAX_HEAD: u32 = 8192;
+
+/// Block size of [`Scanner::run`] (a power of two).
+pub const RUN: usize = 64;
+
+/// AWS role credentials: JSON `AccessKeyId`, `SecretAccessKey`, `Token`.
+pub const SHAPE_AWS_CREDENTIALS: u32 = 1 << 0;
+/// IMDSv2 session tokens (bodies of `PUT /latest/api/token` answers).
+pub const SHAPE_AWS_IMDS_TOKEN: u32 = 1 << 1;
+/// GCE service-account OAuth tokens: JSON `access_token`.
+pub const SHAPE_GCP_TOKEN: u32 = 1 << 2;
+/// Azure managed-identity OAuth tokens: JSON `access_token`.
+pub const SHAPE_AZURE_TOKEN: u32 = 1 << 3;
+/// Azure WireServer certificate payloads: XML `<Data>` contents.
+pub const SHAPE_AZURE_CERTIFICATES: u32 = 1 << 4;
+/// First bit of the policy's custom keys (one bit each).
+pub const SHAPE_CUSTOM_FIRST: u32 = 8;
+/// Custom JSON keys a policy may name in all (shape bits 8..=14: events
+/// carry the shapes in 16 bits).
+pub const MAX_CUSTOM: usize = 7;
+/// Longest custom key.
+pub const MAX_CUSTOM_LEN: usize = 64;
+/// Reported when the stream was cut (everything after masked).
+pub const SHAPE_CUT: u32 = 1 << 15;
+/// Every shape a stream can be asked to redact.
+pub const SHAPES_ALL: u32 = 0x1f | (((1 << MAX_CUSTOM) - 1) << SHAPE_CUSTOM_FIRST);
+
+/// Built-in shapes by policy name.
+pub const BUILTIN_SHAPES: &[(&str, u32)] = &[
+    ("aws-credentials", SHAPE_AWS_CREDENTIALS),
+    ("aws-imds-token", SHAPE_AWS_IMDS_TOKEN),
+    ("gcp-access-token", SHAPE_GCP_TOKEN),
+    ("azure-access-token", SHAPE_AZURE_TOKEN),
+    ("azure-wireserver-certificates", SHAPE_AZURE_CERTIFICATES),
+];
+
+/// Entries of [`RedactTable`].
+pub const MAX_KEYS: usize = 16;
+
+/// One JSON key whose string values are secret.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedactKey {
+    /// [`fold`] hash of the key, lowercased.
+    pub hash: u32,
+    pub len: u32,
+    /// Shapes this key belongs to.
+    pub shapes: u32,
+}
+
+/// The JSON keys of the built-in and custom shapes (a map value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedactTable {
+    pub keys: [RedactKey; MAX_KEYS],
+    /// Union of the shapes named by keys (those an escaped key stands for).
+    pub key_shapes: u32,
+    /// Entries in use (the first `count` of `keys`).
+    pub count: u32,
+}
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+
+/// One step of the key hash (FNV-1a over ASCII-lowercased bytes).
+#[inline(always)]
+pub const fn fold(h: u32, b: u8) -> u32 {
+    (h ^ b.to_ascii_lowercase() as u32).wrapping_mul(FNV_PRIME)
+}
+
+pub const fn hash(s: &[u8]) -> u32 {
+    let mut h = FNV_OFFSET;
+    let mut i = 0;
+    while i < s.len() {
+        h = fold(h, s[i]);
+        i += 1;
+    }
+    h
+}
+
+const H_CONTENT_LENGTH: (u32, u32) = (hash(b"content-length"), 14);
+const H_TRANSFER_ENCODING: (u32, u32) = (hash(b"transfer-encoding"), 17);
+const H_TOKEN_TTL: (u32, u32) = (hash(b"x-aws-ec2-metadata-token-ttl-seconds"), 36);
+const H_CHUNKED: (u32, u32) = (hash(b"chunked"), 7);
+const DATA_TAG: [u8; 6] = *b"<Data>";
+
+/// Why a custom key is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableError {
+    TooMany,
+    Empty,
+    TooLong,
+    /// Quotes, backslashes and control bytes cannot be part of a key.
+    BadByte,
+}
+
+impl RedactTable {
+    /// The built-in keys and `custom` JSON keys (custom key `i` is shape bit
+    /// `SHAPE_CUSTOM_FIRST + i`).
+    pub fn new(custom: &[&[u8]]) -> Result<RedactTable, TableError> {
+        let mut t = RedactTable::default();
+        let builtin: [(&[u8], u32); 4] = [
+            (b"AccessKeyId", SHAPE_AWS_CREDENTIALS),
+            (b"SecretAccessKey", SHAPE_AWS_CREDENTIALS),
+            (b"Token", SHAPE_AWS_CREDENTIALS),
+            (b"access_token", SHAPE_GCP_TOKEN | SHAPE_AZURE_TOKEN),
+        ];
+        if custom.len() > MAX_CUSTOM {
+            return Err(TableError::TooMany);
+        }
+        let mut n = 0;
+        for (k, s) in builtin {
+            t.push(n, k, s);
+            n += 1;
+        }
+        for (i, k) in custom.iter().enumerate() {
+            if k.is_empty() {
+                return Err(TableError::Empty);
+            }
+            if k.len() > MAX_CUSTOM_LEN {
+                return Err(TableError::TooLong);
+            }
+            if k.iter()
+                .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+            {
+                return Err(TableError::BadByte);
+            }
+            t.push(n, k, 1 << (SHAPE_CUSTOM_FIRST + i as u32));
+            n += 1;
+        }
+        Ok(t)
+    }
+
+    fn push(&mut self, n: usize, key: &[u8], shapes: u32) {
+        self.keys[n] = RedactKey {
+            hash: hash(key),
+            len: key.len() as u32,
+            shapes,
+        };
+        self.key_shapes |= shapes;
+        self.count = n as u32 + 1;
+    }
+
+    /// Shapes of the key that hashes to `h` with length `len`.
+    #[inline(always)]
+    pub fn lookup(&self, h: u32, len: u32) -> u32 {
+        let mut m = 0;
+        let mut i = 0;
+        while i < MAX_KEYS && (i as u32) < self.count {
+            let k = &self.keys[i];
+            if k.len == len && k.hash == h {
+                m |= k.shapes;
+            }
+            i += 1;
+        }
+        m
+    }
+}
+
+// Stream phases.
+const P_STATUS: u8 = 0;
+const P_STATUS_VERSION: u8 = 1;
+const P_STATUS_CODE: u8 = 2;
+const P_STATUS_REST: u8 = 3;
+const P_LINE_START: u8 = 4;
+const P_NAME: u8 = 5;
+const P_VALUE: u8 = 6;
+const P_BODY_LENGTH: u8 = 7;
+const P_BODY_CLOSE: u8 = 8;
+const P_CHUNK_SIZE: u8 = 9;
+const P_CHUNK_EXT: u8 = 10;
+const P_CHUNK_DATA: u8 = 11;
+const P_CHUNK_END: u8 = 12;
+const P_TRAILER_START: u8 = 13;
+const P_TRAILER_LINE: u8 = 14;
+const P_CUT: u8 = 15;
+
+// Body content states.
+const J_OUT: u8 = 0;
+const J_STRING: u8 = 1;
+const J_AFTER_KEY: u8 = 2;
+const J_AFTER_COLON: u8 = 3;
+const J_SECRET: u8 = 4;
+const J_XML: u8 = 5;
+
+// Header being read.
+const HDR_OTHER: u8 = 0;
+const HDR_CONTENT_LENGTH: u8 = 1;
+const HDR_TRANSFER_ENCODING: u8 = 2;
+
+// `flags`.
+const F_ESCAPE: u8 = 1;
+const F_ESCAPED_KEY: u8 = 2;
+const F_TOKEN_HEADER: u8 = 4;
+const F_TOKEN_BODY: u8 = 8;
+const F_LENGTH: u8 = 16;
+const F_CHUNKED: u8 = 32;
+const F_DIGITS_DONE: u8 = 64;
+
+/// Largest `Content-Length` or chunk size followed (beyond: cut).
+const MAX_LENGTH: u64 = 1 << 40;
+
+/// Per-connection scanner state (a map value in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scanner {
+    /// Bytes left in the current `Content-Length` body or chunk.
+    pub remaining: u64,
+    /// `Content-Length` of the current head, or the chunk size being read.
+    pub length: u64,
+    /// Shapes to redact.
+    pub mask: u32,
+    /// Shapes redacted in the current response.
+    pub found: u32,
+    /// Shapes redacted in responses finished (or the cut) since the owner
+    /// last took them ([`Scanner::take_report`]).
+    pub report: u32,
+    /// Values (or token bodies) masked since the last report.
+    pub values: u32,
+    /// Hash and length of the JSON string being read.
+    pub hash: u32,
+    pub slen: u32,
+    /// Head bytes so far.
+    pub head: u32,
+    /// Shapes of the key whose value may follow.
+    pub key_shapes: u32,
+    pub status: u16,
+    pub phase: u8,
+    pub json: u8,
+    pub flags: u8,
+    pub header: u8,
+    /// Position in "HTTP/1.", status digits, or in `<Data>`.
+    pub pos: u8,
+    pub xml: u8,
+    /// Body bytes so far that spell "HTTP/1." (a `HEAD` answer's head
+    /// announces a body that never comes: the next answer starts there);
+    /// `PROBE_OFF` once the body is known to be one.
+    pub probe: u8,
+    pub _pad: [u8; 7],
+}
+
+const PROBE_OFF: u8 = 0xff;
+const PROBE_LEN: u8 = 7;
+
+/// `end` at most [`RUN`], in a way the eBPF verifier sees (an opaque copy,
+/// so the compiler cannot drop the check as redundant): it bounds the
+/// loops of [`Scanner::run`] by the block, not by what the state allows.
+#[inline(always)]
+fn clamp(end: usize) -> usize {
+    let e = core::hint::black_box(end);
+    if e > RUN {
+        RUN
+    } else {
+        e
+    }
+}
+
+/// Index `j` of a block, masked where the compiler cannot drop the mask
+/// (the verifier loses the loop bound across LLVM's loop rewrites).
+#[inline(always)]
+fn at(j: usize) -> usize {
+    core::hint::black_box(j) & (RUN - 1)
+}
+
+#[inline(always)]
+fn http_prefix(pos: u8) -> u8 {
+    match pos {
+        0 => b'H',
+        1 | 2 => b'T',
+        3 => b'P',
+        4 => b'/',
+        5 => b'1',
+        _ => b'.',
+    }
+}
+
+#[inline(always)]
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t' || b == b'\r' || b == b'\n'
+}
+
+#[inline(always)]
+fn hex(b: u8) -> Option<u64> {
+    match b {
+        b'0'..=b'9' => Some((b - b'0') as u64),
+        b'a'..=b'f' => Some((b - b'a' + 10) as u64),
+        b'A'..=b'F' => Some((b - b'A' + 10) as u64),
+        _ => None,
+    }
+}
+
+impl Scanner {
+    /// A stream redacting `mask` (a union of `SHAPE_*` bits).
+    pub const fn new(mask: u32) -> Scanner {
+        Scanner {
+            remaining: 0,
+            length: 0,
+            mask,
+            found: 0,
+            report: 0,
+            values: 0,
+            hash: 0,
+            slen: 0,
+            head: 0,
+            key_shapes: 0,
+            status: 0,
+            phase: P_STATUS,
+            json: J_OUT,
+            flags: 0,
+            header: HDR_OTHER,
+            pos: 0,
+            xml: 0,
+            probe: PROBE_OFF,
+            _pad: [0; 7],
+        }
+    }
+
+    /// The stream was cut: every further byte is masked.
+    pub fn is_cut(&self) -> bool {
+        self.phase == P_CUT
+    }
+
+    /// Between responses (nothing of one has been read).
+    pub fn at_boundary(&self) -> bool {
+        self.phase == P_STATUS && self.pos == 0
+    }
+
+    /// Cuts the stream (the owner's decision, e.g. state it cannot trust).
+    #[inline(always)]
+    pub fn cut(&mut self) {
+        self.phase = P_CUT;
+        self.report |= self.found | SHAPE_CUT;
+        self.found = 0;
+    }
+
+    /// Shapes redacted since the last call, and how many values.
+    #[inline(always)]
+    pub fn take_report(&mut self) -> (u32, u32) {
+        let r = (self.report, self.values);
+        self.report = 0;
+        self.values = 0;
+        r
+    }
+
+    /// Reads one byte of the stream; true when it is secret (to be replaced
+    /// with [`FILLER`]).
+    #[inline(always)]
+    pub fn step(&mut self, b: u8, table: &RedactTable) -> bool {
+        match self.phase {
+            P_STATUS => {
+                if self.pos < 7 {
+                    if b != http_prefix(self.pos) {
+                        self.cut();
+                        return true;
+                    }
+                    self.pos += 1;
+                    if self.pos == 7 {
+                        self.phase = P_STATUS_VERSION;
+                    }
+                }
+                self.head_byte()
+            }
+            P_STATUS_VERSION => {
+                if b == b' ' {
+                    self.phase = P_STATUS_CODE;
+                    self.pos = 0;
+                    self.status = 0;
+                } else if b == b'\n' {
+                    self.cut();
+                    return true;
+                }
+                self.head_byte()
+            }
+            P_STATUS_CODE => {
+                if self.pos < 3 && b.is_ascii_digit() {
+                    self.status = self.status * 10 + (b - b'0') as u16;
+                    self.pos += 1;
+                } else if self.pos == 3 && (b == b' ' || b == b'\r' || b == b'\n') {
+                    self.phase = if b == b'\n' {
+                        P_LINE_START
+                    } else {
+                        P_STATUS_REST
+                    };
+                } else {
+                    self.cut();
+                    return true;
+                }
+                self.head_byte()
+            }
+            P_STATUS_REST => {
+                if b == b'\n' {
+                    self.phase = P_LINE_START;
+                }
+                self.head_byte()
+            }
+            P_LINE_START => {
+                if b == b'\r' {
+                    return self.head_byte();
+                }
+                if b == b'\n' {
+                    self.end_of_head();
+                    return self.phase == P_CUT;
+                }
+                if b == b':' || is_ws(b) {
+                    // Empty names and obs-fold continuation lines.
+                    self.cut();
+                    return true;
+                }
+                self.phase = P_NAME;
+                self.hash = fold(FNV_OFFSET, b);
+                self.slen = 1;
+                self.head_byte()
+            }
+            P_NAME => {
+                if b == b':' {
+                    self.start_value();
+                } else if b == b'\n' || b == b' ' || b == b'\t' {
+                    self.cut();
+                    return true;
+                } else {
+                    self.hash = fold(self.hash, b);
+                    self.slen += 1;
+                }
+                self.head_byte()
+            }
+            P_VALUE => {
+                if b == b'\n' {
+                    self.end_value();
+                    if self.phase == P_CUT {
+                        return true;
+                    }
+                    self.phase = P_LINE_START;
+                } else if b != b'\r' {
+                    self.value_byte(b);
+                    if self.phase == P_CUT {
+                        return true;
+                    }
+                }
+                self.head_byte()
+            }
+            P_BODY_LENGTH => {
+                if self.probe < PROBE_LEN && self.head_answer(b) {
+                    return false;
+                }
+                let m = self.body_byte(b, table);
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    self.end_of_response();
+                }
+                m
+            }
+            P_BODY_CLOSE => {
+                if self.probe < PROBE_LEN && self.head_answer(b) {
+                    return false;
+                }
+                self.body_byte(b, table)
+            }
+            P_CHUNK_SIZE => {
+                if let Some(d) = hex(b) {
+                    if self.flags & F_DIGITS_DONE != 0 || self.pos >= 10 {
+                        self.cut();
+                        return true;
+                    }
+                    self.length = self.length * 16 + d;
+                    self.pos += 1;
+                } else if b == b'\n' {
+                    self.end_chunk_size();
+                } else if b == b';' {
+                    self.phase = P_CHUNK_EXT;
+                } else if b == b' ' || b == b'\t' {
+                    self.flags |= F_DIGITS_DONE;
+                } else if b != b'\r' {
+                    self.cut();
+                    return true;
+                }
+                self.phase == P_CUT
+            }
+            P_CHUNK_EXT => {
+                if b == b'\n' {
+                    self.end_chunk_size();
+                }
+                self.phase == P_CUT
+            }
+            P_CHUNK_DATA => {
+                let m = self.body_byte(b, table);
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    self.phase = P_CHUNK_END;
+                }
+                m
+            }
+            P_CHUNK_END => {
+                if b == b'\n' {
+                    self.phase = P_CHUNK_SIZE;
+                    self.length = 0;
+                    self.pos = 0;
+                    self.flags &= !F_DIGITS_DONE;
+                } else if b != b'\r' {
+                    self.cut();
+                    return true;
+                }
+                false
+            }
+            P_TRAILER_START => {
+                if b == b'\n' {
+                    self.end_of_response();
+                } else if b != b'\r' {
+                    self.phase = P_TRAILER_LINE;
+                }
+                self.head_byte()
+            }
+            P_TRAILER_LINE => {
+                if b == b'\n' {
+                    self.phase = P_TRAILER_START;
+                }
+                self.head_byte()
+            }
+            _ => {
+                self.phase = P_CUT;
+                true
+            }
+        }
+    }
+
+    /// Body byte `b` while the body may still be the next answer's status
+    /// line: true when `b` completes "HTTP/1." there, which makes the
+    /// previous answer bodiless (an answer to `HEAD`) and this one's head
+    /// the current state. Nothing of the 7 bytes is secret either way.
+    #[inline(always)]
+    fn head_answer(&mut self, b: u8) -> bool {
+        if b != http_prefix(self.probe) {
+            self.probe = PROBE_OFF;
+            return false;
+        }
+        self.probe += 1;
+        if self.probe < PROBE_LEN {
+            return false;
+        }
+        self.end_of_response();
+        self.phase = P_STATUS_VERSION;
+        self.pos = PROBE_LEN;
+        self.head = PROBE_LEN as u32;
+        true
+    }
+
+    /// Counts a head (or trailer) byte; past the bound the stream is cut.
+    #[inline(always)]
+    fn head_byte(&mut self) -> bool {
+        self.head += 1;
+        if self.head > MAX_HEAD {
+            self.cut();
+            return true;
+        }
+        false
+    }
+
+    #[inline(always)]
+    fn start_value(&mut self) {
+        let name = (self.hash, self.slen);
+        self.header = HDR_OTHER;
+        if name == H_CONTENT_LENGTH {
+            // A second Content-Length must repeat the first: `remaining`
+            // keeps the first until the value ends.
+            self.header = HDR_CONTENT_LENGTH;
+            self.remaining = self.length;
+            self.length = 0;
+            self.pos = 0;
+            self.flags &= !F_DIGITS_DONE;
+        } else if name == H_TRANSFER_ENCODING {
+            if self.flags & F_CHUNKED != 0 {
+                self.cut();
+                return;
+            }
+            self.header = HDR_TRANSFER_ENCODING;
+            self.hash = FNV_OFFSET;
+            self.slen = 0;
+        } else if name == H_TOKEN_TTL {
+            self.flags |= F_TOKEN_HEADER;
+        }
+        self.phase = P_VALUE;
+    }
+
+    #[inline(always)]
+    fn value_byte(&mut self, b: u8) {
+        match self.header {
+            HDR_CONTENT_LENGTH => {
+                if b.is_ascii_digit() {
+                    if self.flags & F_DIGITS_DONE != 0 || self.length >= MAX_LENGTH {
+                        self.cut();
+                        return;
+                    }
+                    self.length = self.length * 10 + (b - b'0') as u64;
+                    self.pos = 1;
+                } else if b == b' ' || b == b'\t' {
+                    if self.pos != 0 {
+                        self.flags |= F_DIGITS_DONE;
+                    }
+                } else {
+                    self.cut();
+                }
+            }
+            HDR_TRANSFER_ENCODING if b != b' ' && b != b'\t' => {
+                self.hash = fold(self.hash, b);
+                self.slen += 1;
+            }
+            _ => {}
+        }
+    }
+
+    #[inline(always)]
+    fn end_value(&mut self) {
+        match self.header {
+            HDR_CONTENT_LENGTH => {
+                // `remaining` holds the earlier value, if any.
+                if self.pos == 0 || (self.flags & F_LENGTH != 0 && self.remaining != self.length) {
+                    self.cut();
+                    return;
+                }
+                self.flags |= F_LENGTH;
+                self.remaining = 0;
+            }
+            HDR_TRANSFER_ENCODING => {
+                if (self.hash, self.slen) != H_CHUNKED {
+                    self.cut();
+                    return;
+                }
+                self.flags |= F_CHUNKED;
+            }
+            _ => {}
+        }
+        self.header = HDR_OTHER;
+    }
+
+    #[inline(always)]
+    fn end_of_head(&mut self) {
+        let status = self.status;
+        if status == 101 || !(100..600).contains(&status) {
+            self.cut();
+            return;
+        }
+        if status < 200 {
+            // Interim response: another head follows.
+            self.reset_head();
+            return;
+        }
+        self.json = J_OUT;
+        self.xml = 0;
+        self.key_shapes = 0;
+        self.probe = 0;
+        if self.flags & F_TOKEN_HEADER != 0 && self.mask & SHAPE_AWS_IMDS_TOKEN != 0 {
+            self.flags |= F_TOKEN_BODY;
+        }
+        if status == 204 || status == 304 {
+            self.end_of_response();
+        } else if self.flags & F_CHUNKED != 0 {
+            self.phase = P_CHUNK_SIZE;
+            self.length = 0;
+            self.pos = 0;
+            self.flags &= !F_DIGITS_DONE;
+        } else if self.flags & F_LENGTH != 0 {
+            if self.length == 0 {
+                self.end_of_response();
+            } else {
+                self.remaining = self.length;
+                self.phase = P_BODY_LENGTH;
+            }
+        } else {
+            self.phase = P_BODY_CLOSE;
+        }
+    }
+
+    #[inline(always)]
+    fn end_chunk_size(&mut self) {
+        if self.pos == 0 || self.length > MAX_LENGTH {
+            self.cut();
+            return;
+        }
+        if self.length == 0 {
+            self.phase = P_TRAILER_START;
+        } else {
+            self.remaining = self.length;
+            self.phase = P_CHUNK_DATA;
+        }
+    }
+
+    #[inline(always)]
+    fn reset_head(&mut self) {
+        self.probe = PROBE_OFF;
+        self.phase = P_STATUS;
+        self.pos = 0;
+        self.head = 0;
+        self.status = 0;
+        self.flags = 0;
+        self.header = HDR_OTHER;
+        self.length = 0;
+        self.remaining = 0;
+    }
+
+    #[inline(always)]
+    fn end_of_response(&mut self) {
+        self.report |= self.found;
+        self.found = 0;
+        self.reset_head();
+    }
+
+    /// One body byte (chunk framing removed): true when secret.
+    #[inline(always)]
+    fn body_byte(&mut self, b: u8, table: &RedactTable) -> bool {
+        if self.flags & F_TOKEN_BODY != 0 {
+            if self.found & SHAPE_AWS_IMDS_TOKEN == 0 {
+                self.found |= SHAPE_AWS_IMDS_TOKEN;
+                self.values += 1;
+            }
+            return true;
+        }
+        match self.json {
+            J_STRING => {
+                if self.flags & F_ESCAPE != 0 {
+                    self.flags &= !F_ESCAPE;
+                } else if b == b'\\' {
+                    self.flags |= F_ESCAPE | F_ESCAPED_KEY;
+                } else if b == b'"' {
+                    let mut m = table.lookup(self.hash, self.slen);
+                    if self.flags & F_ESCAPED_KEY != 0 {
+                        m |= table.key_shapes;
+                    }
+                    m &= self.mask;
+                    self.key_shapes = m;
+                    self.json = if m != 0 { J_AFTER_KEY } else { J_OUT };
+                    return false;
+                }
+                self.hash = fold(self.hash, b);
+                self.slen += 1;
+                false
+            }
+            J_AFTER_KEY => {
+                if b == b':' {
+                    self.json = J_AFTER_COLON;
+                } else if !is_ws(b) {
+                    self.json = J_OUT;
+                    self.outside(b);
+                }
+                false
+            }
+            J_AFTER_COLON => {
+                if b == b'"' {
+                    self.json = J_SECRET;
+                    self.found |= self.key_shapes;
+                    self.values += 1;
+                } else if !is_ws(b) {
+                    self.json = J_OUT;
+                    self.outside(b);
+                }
+                false
+            }
+            J_SECRET => {
+                if self.flags & F_ESCAPE != 0 {
+                    self.flags &= !F_ESCAPE;
+                    return true;
+                }
+                if b == b'\\' {
+                    self.flags |= F_ESCAPE;
+                    return true;
+                }
+                if b == b'"' {
+                    self.json = J_OUT;
+                    return false;
+                }
+                true
+            }
+            J_XML => {
+                if b == b'<' {
+                    self.json = J_OUT;
+                    self.xml = 1;
+                    return false;
+                }
+                true
+            }
+            _ => {
+                self.outside(b);
+                false
+            }
+        }
+    }
+
+    /// A body byte outside any JSON string or secret.
+    #[inline(always)]
+    fn outside(&mut self, b: u8) {
+        if b == b'"' {
+            self.json = J_STRING;
+            self.hash = FNV_OFFSET;
+            self.slen = 0;
+            self.flags &= !(F_ESCAPE | F_ESCAPED_KEY);
+            self.xml = 0;
+            return;
+        }
+        if self.mask & SHAPE_AZURE_CERTIFICATES == 0 {
+            return;
+        }
+        let k = self.xml as usize;
+        if k < DATA_TAG.len() && b == DATA_TAG[k % DATA_TAG.len()] {
+            self.xml += 1;
+            if self.xml as usize == DATA_TAG.len() {
+                self.xml = 0;
+                self.json = J_XML;
+                if self.found & SHAPE_AZURE_CERTIFICATES == 0 {
+                    self.found |= SHAPE_AZURE_CERTIFICATES;
+                }
+                self.values += 1;
+            }
+        } else {
+            self.xml = (b == b'<') as u8;
+        }
+    }
+
+    /// Host helper: redacts `buf` in place as the next bytes of the stream,
+    /// a byte at a time with [`Scanner::step`].
+    pub fn redact(&mut self, buf: &mut [u8], table: &RedactTable) {
+        for b in buf.iter_mut() {
+            if self.step(*b, table) {
+                *b = FILLER;
+            }
+        }
+    }
+
+    /// Host helper: the same through [`Scanner::run`] on `RUN`-byte blocks,
+    /// the way the kernel program goes (one `step`, then a run).
+    pub fn redact_fast(&mut self, buf: &mut [u8], table: &RedactTable) {
+        for piece in buf.chunks_mut(RUN) {
+            let mut block = [0u8; RUN];
+            block[..piece.len()].copy_from_slice(piece);
+            let mut j = 0;
+            while j < piece.len() {
+                if self.step(block[j], table) {
+                    block[j] = FILLER;
+                }
+                j = self.run(&mut block, j + 1, piece.len()).0;
+            }
+            piece.copy_from_slice(&block[..piece.len()]);
+        }
+    }
+
+    /// Consumes, from `block[from..to]`, the bytes that only continue the
+    /// current state (the inside of a JSON string or secret, bytes between
+    /// strings, the rest of a header line, a header name, a token body),
+    /// masking secret ones in place; stops at the first byte that needs
+    /// [`Scanner::step`]. Returns (where it stopped, whether it masked).
+    /// The same as stepping each byte, in a few instructions per byte: the
+    /// kernel program steps the byte that ends a run and runs again.
+    #[inline(always)]
+    pub fn run(&mut self, block: &mut [u8; RUN], from: usize, to: usize) -> (usize, bool) {
+        let to = if to > RUN { RUN } else { to };
+        let mut j = from;
+        if j >= to {
+            return (j, false);
+        }
+        match self.phase {
+            P_BODY_LENGTH | P_BODY_CLOSE if self.probe < PROBE_LEN => return (j, false),
+            P_BODY_LENGTH | P_CHUNK_DATA | P_BODY_CLOSE => {}
+            P_STATUS_REST | P_TRAILER_LINE => return (self.run_line(block, j, to), false),
+            P_VALUE if self.header == HDR_OTHER => return (self.run_line(block, j, to), false),
+            P_NAME => {
+                // Up to the head bound: the byte past it goes to `step`.
+                let room = (MAX_HEAD.saturating_sub(self.head)) as usize;
+                let end = clamp(if to - j > room { j + room } else { to });
+                while j < end {
+                    let b = block[at(j)];
+                    if b == b':' || b == b'\n' || b == b' ' || b == b'\t' {
+                        break;
+                    }
+                    self.hash = fold(self.hash, b);
+                    self.slen += 1;
+                    self.head += 1;
+                    j += 1;
+                }
+                return (j, false);
+            }
+            _ => return (j, false),
+        }
+        // Body bytes; a counted body leaves its last byte to `step`.
+        let end = clamp(if self.phase == P_BODY_CLOSE {
+            to
+        } else {
+            let left = self.remaining.saturating_sub(1);
+            if ((to - j) as u64) > left {
+                j + left as usize
+            } else {
+                to
+            }
+        });
+        let start = j;
+        let mut masked = false;
+        if self.flags & F_TOKEN_BODY != 0 {
+            if self.found & SHAPE_AWS_IMDS_TOKEN == 0 {
+                return (j, false);
+            }
+            while j < end {
+                block[at(j)] = FILLER;
+                j += 1;
+            }
+            masked = j > start;
+        } else if self.flags & F_ESCAPE != 0 {
+            return (j, false);
+        } else if self.json == J_STRING {
+            while j < end {
+                let b = block[at(j)];
+                if b == b'"' || b == b'\\' {
+                    break;
+                }
+                self.hash = fold(self.hash, b);
+                self.slen += 1;
+                j += 1;
+            }
+        } else if self.json == J_SECRET {
+            while j < end {
+                let b = block[at(j)];
+                if b == b'"' || b == b'\\' {
+                    break;
+                }
+                block[at(j)] = FILLER;
+                j += 1;
+            }
+            masked = j > start;
+        } else if self.json == J_OUT && self.xml == 0 {
+            while j < end {
+                let b = block[at(j)];
+                if b == b'"' || b == b'<' {
+                    break;
+                }
+                j += 1;
+            }
+        } else if self.json == J_XML {
+            while j < end {
+                let b = block[at(j)];
+                if b == b'<' {
+                    break;
+                }
+                block[at(j)] = FILLER;
+                j += 1;
+            }
+            masked = j > start;
+        }
+        if self.phase != P_BODY_CLOSE {
+            self.remaining -= (j - start) as u64;
+        }
+        (j, masked)
+    }
+
+    /// The rest of a line nothing is read from (up to the head bound).
+    #[inline(always)]
+    fn run_line(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
+        let room = (MAX_HEAD.saturating_sub(self.head)) as usize;
+        let end = clamp(if to - from > room { from + room } else { to });
+        let mut j = from;
+        while j < end {
+            if block[at(j)] == b'\n' {
+                break;
+            }
+            j += 1;
+        }
+        self.head += (j - from) as u32;
+        j
+    }
+}
+
+/// Names of the shapes in `bits` (`custom` names the custom keys in order).
+#[cfg(not(target_arch = "bpf"))]
+pub fn shape_names<'a>(bits: u32, custom: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+    let builtin = BUILTIN_SHAPES
+        .iter()
+        .filter(move |(_, b)| bits & b != 0)
+        .map(|(n, _)| *n);
+    let customs = custom
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| {
+            *i < MAX_CUSTOM && bits & (1 << (SHAPE_CUSTOM_FIRST + *i as u32)) != 0
+        })
+        .map(|(_, n)| *n);
+    let cut = (bits & SHAPE_CUT != 0).then_some("cut");
+    builtin.chain(customs).chain(cut)
+}

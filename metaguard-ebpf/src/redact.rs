@@ -1,0 +1,397 @@
+//! Secret redaction in answers (`redact` rules).
+//!
+//! Connections to destinations some `redact` rule covers go, when
+//! established, into `REDACT_SOCKS` instead of `PROTECTED_SOCKS`; that map
+//! carries the same `sk_msg` program (per-send sender and HTTP checks) plus
+//! an `sk_skb` stream verdict program that reads every received segment
+//! before the process can: the shared [`Scanner`] follows the response
+//! stream (state per connection in `REDACT_CONNS`) and secret bytes are
+//! overwritten in place (`bpf_skb_store_bytes`), so lengths and framing stay
+//! as the service sent them.
+//!
+//! Which shapes are masked is decided per sender, in the `sk_msg` program
+//! (process context, identity from the kernel): the union of the `redact`
+//! lists of the rules the sender satisfies for the destination. It only
+//! grows over a connection's life; before any send everything is masked.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{__sk_buff, sk_action},
+    btf_maps::{Array, LruHashMap, SockHash},
+    helpers::generated::{
+        bpf_get_socket_cookie, bpf_loop, bpf_sk_storage_get, bpf_skb_load_bytes,
+        bpf_skb_store_bytes,
+    },
+    macros::btf_map,
+    programs::{SkBuffContext, SkMsgContext},
+};
+use metaguard_common::{
+    decide::{Action, Reason},
+    event::{AggKey, Hook, EVENT_REDACT},
+    maps::{ConnState, Protected, MAX_PROTECTED_SOCKS},
+    redact::{RedactTable, Scanner, FILLER, RUN, SHAPES_ALL, SHAPE_CUT},
+    ruleset::{RuleSet, MAX_RULES, RULE_WORDS},
+};
+
+use crate::{emit::emit, guard::Sender, maps::HTTP_CONNS};
+
+/// Connections whose answers are scanned, by socket cookie.
+pub const MAX_REDACT_CONNS: u32 = 16384;
+
+/// Per-connection state: the scanner and who last sent (for events).
+#[repr(C)]
+pub struct RedactConn {
+    pub scanner: Scanner,
+    pub agg: AggKey,
+    pub comm: [u8; 16],
+    pub rule: u16,
+    pub endpoint: u16,
+    /// Sends judged so far (0: the mask is still "everything").
+    pub senders: u32,
+    /// Input passed unscanned while the mask was empty.
+    pub skipped: u32,
+    pub _pad: u32,
+}
+
+/// Established TCP sockets whose answers may need redacting; the sk_msg
+/// program and the `redact_verdict` sk_skb program are attached to it.
+#[btf_map]
+pub static REDACT_SOCKS: SockHash<u64, { MAX_PROTECTED_SOCKS as usize }> = SockHash::new();
+
+/// Scanner state by socket cookie. An evicted entry fails closed: the
+/// connection's further input is masked.
+#[btf_map]
+pub static REDACT_CONNS: LruHashMap<u64, RedactConn, { MAX_REDACT_CONNS as usize }> =
+    LruHashMap::new();
+
+/// `SHAPE_*` bits each rule redacts, by rule index.
+#[btf_map]
+pub static REDACT_RULES: Array<u32, MAX_RULES> = Array::new();
+
+/// The rules that carry a `redact` list.
+#[btf_map]
+pub static REDACT_ANY: Array<RuleSet, 1> = Array::new();
+
+/// JSON keys of the shapes (built-in and the policy's custom ones).
+#[btf_map]
+pub static REDACT_TABLE: Array<RedactTable, 1> = Array::new();
+
+/// Whether connections to `dest` go to `REDACT_SOCKS`.
+#[inline(always)]
+pub fn wanted(dest: &Protected) -> bool {
+    match REDACT_ANY.get(0) {
+        Some(any) => !dest.rules.and(any).is_empty(),
+        None => false,
+    }
+}
+
+/// Starts a connection's scanner (sock_ops, connection established): until
+/// a sender is judged, every shape is masked.
+#[inline(always)]
+pub fn start(cookie: u64) -> bool {
+    let conn = RedactConn {
+        scanner: Scanner::new(SHAPES_ALL),
+        agg: AggKey::default(),
+        comm: [0; 16],
+        rule: u16::MAX,
+        endpoint: u16::MAX,
+        senders: 0,
+        skipped: 0,
+        _pad: 0,
+    };
+    REDACT_CONNS.insert(&cookie, &conn, 0).is_ok()
+}
+
+/// Drops a connection's scanner state (it could not join `REDACT_SOCKS`).
+#[inline(always)]
+pub fn forget(cookie: u64) {
+    let _ = REDACT_CONNS.remove(&cookie);
+}
+
+/// The shapes the sender's rules redact (union over its rules).
+#[inline(always)]
+fn shapes_for(rules: &RuleSet) -> u32 {
+    let mut bits = 0u32;
+    let mut w = 0;
+    while w < RULE_WORDS {
+        let mut word = rules.words[w];
+        let mut k = 0;
+        while k < 64 && word != 0 {
+            let i = word.trailing_zeros() as u32;
+            word &= word - 1;
+            if let Some(b) = REDACT_RULES.get(w as u32 * 64 + i) {
+                bits |= *b;
+            }
+            k += 1;
+        }
+        w += 1;
+    }
+    bits
+}
+
+/// Per-send part (sk_msg, after the sender check passed): sets what the
+/// connection's answers must have masked for this sender. True when the
+/// send must be refused: the connection cannot redact what this sender's
+/// rules ask for, or it was cut.
+#[inline(never)]
+pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
+    let Some(any) = REDACT_ANY.get(0) else {
+        return false;
+    };
+    if any.is_empty() {
+        // No rule redacts: nothing to set (connections made under an
+        // earlier policy keep what they had).
+        return false;
+    }
+    let rules = s.info.allowed.and(any);
+    let need = if s.guarded() && !rules.is_empty() {
+        shapes_for(&rules)
+    } else {
+        0
+    };
+    // sk_msg programs cannot read the cookie: sock_ops left it in the
+    // connection's socket storage. No storage: not a connection that can
+    // redact (cookie 0 is never a socket's).
+    let cookie = unsafe {
+        let sk = (*ctx.msg).__bindgen_anon_3.sk;
+        let st = if sk.is_null() {
+            core::ptr::null_mut()
+        } else {
+            bpf_sk_storage_get(
+                core::ptr::addr_of!(HTTP_CONNS) as *mut c_void,
+                sk.cast(),
+                core::ptr::null_mut(),
+                0,
+            ) as *mut ConnState
+        };
+        if st.is_null() {
+            0
+        } else {
+            (*st).id
+        }
+    };
+    let Some(c) = REDACT_CONNS.get_ptr_mut(&cookie) else {
+        if need != 0 {
+            refuse(s, cookie, Reason::RedactUnavailable);
+            return true;
+        }
+        return false;
+    };
+    let c = unsafe { &mut *c };
+    if c.scanner.is_cut() {
+        refuse(s, cookie, Reason::RedactCut);
+        return true;
+    }
+    if c.senders == 0 {
+        c.scanner.mask = need;
+    } else if need & !c.scanner.mask != 0 {
+        if c.skipped != 0 {
+            // Input went by unscanned: where it stands is unknown.
+            c.scanner.cut();
+        }
+        c.scanner.mask |= need;
+    }
+    c.senders = c.senders.saturating_add(1);
+    c.agg = s.info.agg;
+    c.rule = s.info.verdict.rule;
+    c.endpoint = s.info.verdict.endpoint;
+    c.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
+    false
+}
+
+#[inline(never)]
+fn refuse(s: &Sender, cookie: u64, reason: Reason) {
+    emit(|ev| {
+        ev.set_key(&s.info.agg);
+        ev.rule = s.info.verdict.rule;
+        ev.endpoint = s.info.verdict.endpoint;
+        ev.action = Action::Deny as u8;
+        ev.reason = reason as u8;
+        ev.cookie = cookie;
+        s.fill(ev);
+    });
+}
+
+/// What the scan loop needs; lives on the program's stack.
+#[repr(C)]
+struct Scan {
+    skb: *mut __sk_buff,
+    conn: *mut RedactConn,
+    table: *const RedactTable,
+    len: u32,
+    /// Next byte to read.
+    pos: u32,
+    /// Offset of `buf` in the skb, and how many bytes it holds (0: none).
+    base: u32,
+    n: u32,
+    dirty: u32,
+    failed: u32,
+    buf: [u8; RUN],
+}
+
+/// Writes the block back when a byte of it was masked.
+#[inline(always)]
+fn flush(s: &mut Scan) {
+    if s.dirty == 0 {
+        return;
+    }
+    s.dirty = 0;
+    // Checked on an opaque copy: the verifier must see 1 <= n <= RUN.
+    let n = core::hint::black_box(s.n);
+    if n == 0 || n > RUN as u32 {
+        return;
+    }
+    let r = unsafe { bpf_skb_store_bytes(s.skb, s.base, s.buf.as_ptr() as *const c_void, n, 0) };
+    if r != 0 {
+        s.failed = 1;
+    }
+}
+
+/// `bpf_loop` callback: the byte at `pos` through [`Scanner::step`], then
+/// as far as [`Scanner::run`] goes in its block (a few instructions per
+/// byte); returns 1 at the end of the skb.
+#[inline(never)]
+extern "C" fn scan_step(_i: u64, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let pos = s.pos;
+    if pos >= s.len {
+        return 1;
+    }
+    let base = pos & !(RUN as u32 - 1);
+    if s.n == 0 || base != s.base {
+        flush(s);
+        let rest = s.len - base;
+        let n = if rest > RUN as u32 { RUN as u32 } else { rest };
+        // Checked again on an opaque copy: LLVM would otherwise fold the
+        // check into the one above, and the verifier must see n >= 1.
+        let n = core::hint::black_box(n);
+        if n == 0 || n > RUN as u32 {
+            s.failed = 1;
+            return 1;
+        }
+        let r = unsafe {
+            bpf_skb_load_bytes(
+                s.skb as *const c_void,
+                base,
+                s.buf.as_mut_ptr() as *mut c_void,
+                n,
+            )
+        };
+        if r != 0 {
+            s.failed = 1;
+            return 1;
+        }
+        s.base = base;
+        s.n = n;
+    }
+    let j = (pos - base) as usize & (RUN - 1);
+    let conn = unsafe { &mut *s.conn };
+    let table = unsafe { &*s.table };
+    if conn.scanner.step(s.buf[j], table) {
+        s.buf[j] = FILLER;
+        s.dirty = 1;
+    }
+    let (k, masked) = conn.scanner.run(&mut s.buf, j + 1, s.n as usize);
+    if masked {
+        s.dirty = 1;
+    }
+    s.pos = base + k as u32;
+    0
+}
+
+/// The stream verdict: scans and masks one received skb. Dropping is the
+/// answer to anything that cannot be scanned (no state, a failed write):
+/// the bytes never reach the process.
+#[inline(always)]
+pub fn verdict(ctx: &SkBuffContext) -> u32 {
+    let skb = ctx.skb.skb;
+    let cookie = unsafe { bpf_get_socket_cookie(skb as *mut c_void) };
+    let conn = match REDACT_CONNS.get_ptr_mut(&cookie) {
+        Some(c) => c,
+        None => {
+            // Evicted (or never started): the stream position is unknown.
+            if !start(cookie) {
+                return sk_action::SK_DROP;
+            }
+            match REDACT_CONNS.get_ptr_mut(&cookie) {
+                Some(c) => {
+                    unsafe { (*c).scanner.cut() };
+                    c
+                }
+                None => return sk_action::SK_DROP,
+            }
+        }
+    };
+    let c = unsafe { &mut *conn };
+    if c.scanner.mask == 0 && !c.scanner.is_cut() {
+        // Every sender so far is entitled to every answer.
+        c.skipped = 1;
+        return sk_action::SK_PASS;
+    }
+    let Some(table) = REDACT_TABLE.get(0) else {
+        return sk_action::SK_DROP;
+    };
+    let len = unsafe { (*skb).len };
+    let mut scan = Scan {
+        skb,
+        conn,
+        table,
+        len,
+        pos: 0,
+        base: 0,
+        n: 0,
+        dirty: 0,
+        failed: 0,
+        buf: [0; RUN],
+    };
+    // At most one call per byte; most bytes go by in runs.
+    unsafe {
+        bpf_loop(
+            len,
+            scan_step as *mut c_void,
+            &mut scan as *mut Scan as *mut c_void,
+            0,
+        )
+    };
+    flush(&mut scan);
+    if scan.pos < len {
+        // Bytes left unscanned: never passed.
+        scan.failed = 1;
+    }
+    if scan.failed != 0 {
+        c.scanner.cut();
+    }
+    let (shapes, _) = c.scanner.take_report();
+    if shapes != 0 {
+        report(c, cookie, shapes);
+    }
+    if scan.failed != 0 {
+        return sk_action::SK_DROP;
+    }
+    sk_action::SK_PASS
+}
+
+#[inline(never)]
+fn report(c: &RedactConn, cookie: u64, shapes: u32) {
+    let cut = shapes & SHAPE_CUT != 0;
+    emit(|ev| {
+        ev.set_key(&c.agg);
+        ev.hook = Hook::Response as u8;
+        ev.flags |= EVENT_REDACT;
+        ev.rule = c.rule;
+        ev.endpoint = c.endpoint;
+        ev.action = if cut {
+            Action::Deny as u8
+        } else {
+            Action::Allow as u8
+        };
+        ev.reason = if cut {
+            Reason::RedactCut as u8
+        } else {
+            Reason::Redacted as u8
+        };
+        ev.cookie = cookie;
+        ev.redacted = shapes as u16;
+        ev.comm = c.comm;
+    });
+}

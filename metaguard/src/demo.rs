@@ -15,6 +15,10 @@ use metaguard_sandbox::{addrs, Sandbox};
 
 use crate::{daemon::require_root, events::Format};
 
+/// How long `run` may take to load and attach its programs before a test or
+/// the demo gives up on it.
+const ATTACH_WAIT: Duration = Duration::from_secs(90);
+
 /// A running `metaguard run`, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Daemon {
     child: Child,
@@ -89,7 +93,9 @@ impl Daemon {
             }
         });
         let mut d = Daemon { child };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // Loading means verifying a dozen programs: a few seconds on an idle
+        // machine, many more on a busy one.
+        let deadline = std::time::Instant::now() + ATTACH_WAIT;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(l) if l.contains("enforcing") || l.contains("auditing") => return Ok(d),
@@ -100,7 +106,7 @@ impl Daemon {
                 bail!("metaguard run exited before attaching ({status})");
             }
             if std::time::Instant::now() > deadline {
-                bail!("metaguard run did not attach within 20 s");
+                bail!("metaguard run did not attach within {ATTACH_WAIT:?}");
             }
         }
     }

@@ -213,7 +213,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 if let Some(base) = st.guard.pin_base() {
                     for d in pins::sweep_draining(base).iter().filter(|d| d.removed) {
                         eprintln!(
-                            "metaguard: {} drained (its last connection closed); removed",
+                            "metaguard: {} has no connection left; removed",
                             d.dir.display()
                         );
                     }

@@ -771,12 +771,15 @@ fn connections_open_across_a_takeover_stay_checked_until_they_close() {
     let env = Env::start("life-drain", HTTP_ID_ONLY);
     // a: the allowed probe, which will then ask for a path no rule lists;
     // b: the allowed probe, which will then hand its socket to the copy;
-    // c: the allowed probe, which will then ask for the listed path again.
+    // c: the allowed probe, which will then ask for the listed path again;
+    // d: the allowed probe, which keeps its connection open through a
+    //    second takeover.
     let a = Holder::start(&env, &["--path", CREDS_PATH]);
     let copy = env.copy.to_str().unwrap().to_string();
     let b = Holder::start(&env, &["--exec", &copy, "send-fd", IMDS, "80"]);
     let c = Holder::start(&env, &["--path", ID_PATH]);
-    assert_eq!(env.requests_for(ID_PATH), 3, "each holder's first request");
+    let d = Holder::start(&env, &[]);
+    assert_eq!(env.requests_for(ID_PATH), 4, "each holder's first request");
 
     // The old programs, by kernel id.
     let old_msg_sender = program_id(&env.control, "msg_sender");
@@ -795,7 +798,7 @@ fn connections_open_across_a_takeover_stay_checked_until_they_close() {
     assert_eq!(pin_sets(&env).len(), 1, "the new daemon's set only");
     let drain = draining_sets(&env);
     assert_eq!(drain.len(), 1, "the old socket map drains: {drain:?}");
-    assert_eq!(pins::socket_count(&drain[0]).unwrap(), 3);
+    assert_eq!(pins::socket_count(&drain[0]).unwrap(), 4);
     // The old sock_ops program is released (as were, before draining, the
     // socket map and the per-send program with it): then a moment for the
     // kernel's deferred frees.
@@ -818,7 +821,7 @@ fn connections_open_across_a_takeover_stay_checked_until_they_close() {
         .output()
         .unwrap();
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(st["draining"][0]["sockets"], 3, "{st}");
+    assert_eq!(st["draining"][0]["sockets"], 4, "{st}");
     assert_eq!(
         st["draining"][0]["path"].as_str(),
         drain[0].to_str(),
@@ -837,21 +840,41 @@ fn connections_open_across_a_takeover_stay_checked_until_they_close() {
     assert_eq!(env.requests_for(CREDS_PATH), 0, "never arrived");
     assert_eq!(
         env.requests_for(ID_PATH),
-        3,
+        4,
         "the copy's request never arrived"
     );
-
-    // c is still open: its map stays through a sweep (one every 2 s from
-    // the daemon's start).
-    std::thread::sleep(Duration::from_millis(2200));
-    assert_eq!(draining_sets(&env), drain, "kept while c is open");
-    assert_eq!(pins::socket_count(&drain[0]).unwrap(), 1);
     // (c) The listed request on the old connection still works.
     let out = c.trigger();
     assert!(out.ok(), "{out:?}");
-    assert_eq!(env.requests_for(ID_PATH), 4);
+    assert_eq!(env.requests_for(ID_PATH), 5);
 
-    // Every old connection closed: the daemon removes the map.
+    // d is still open: its map stays through a sweep (one every 2 s from
+    // the daemon's start).
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(draining_sets(&env), drain, "kept while d is open");
+    assert_eq!(pins::socket_count(&drain[0]).unwrap(), 1);
+
+    // A restart: the third daemon adopts the draining map left by the
+    // second (and drains the second's own map, empty).
+    assert!(second.stop().unwrap().success());
+    let (mut third, ctl) = daemon_on(&env, "control-3.sock", true, &[]);
+    assert!(draining_sets(&env).contains(&drain[0]));
+    let st = Command::new(BIN)
+        .args(["status", "--format", "json", "--control"])
+        .arg(&ctl)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let listed = st["draining"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|d| d["path"].as_str() == drain[0].to_str() && d["sockets"] == 1),
+        "{st}"
+    );
+    drop(d); // killed: its socket closes
+
+    // Every old connection closed: the third daemon removes the maps.
     let t0 = std::time::Instant::now();
     while !draining_sets(&env).is_empty() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
@@ -867,7 +890,7 @@ fn connections_open_across_a_takeover_stay_checked_until_they_close() {
     );
 
     // A plain stop keeps the new set; unload leaves nothing.
-    assert!(second.stop().unwrap().success());
+    assert!(third.stop().unwrap().success());
     let out = Command::new(BIN)
         .args(["unload", "--cgroup"])
         .arg(env.sb.cgroup_dir())

@@ -7,7 +7,7 @@ use crate::addr::{parse_ip, Ip};
 pub const USAGE: &str = "usage: metaguard-probe <MODE> <ADDR> <PORT> [--path /x] [--payload TEXT] \
 [--timeout-ms N] [--count N] [--iface NAME] [--src A.B.C.D] [--then MODE] [--exec PATH [ARGS...]]\n\
 modes: tcp tcp6-mapped connect-only udp-sendto udp-sendmsg udp6-mapped udp-connected tfo mptcp \
-uring uring-sqpoll raw-udp raw-tcp-syn packet connect-loop http-loop fork exec pass-fd pass-fd6-mapped pass-scm send-fd http-raw";
+uring uring-sqpoll raw-udp raw-tcp-syn packet connect-loop http-loop fork exec pass-fd pass-fd6-mapped pass-scm send-fd http-raw hold";
 
 pub const MODES: &[&str] = &[
     "tcp",
@@ -33,6 +33,7 @@ pub const MODES: &[&str] = &[
     "pass-scm",
     "send-fd",
     "http-raw",
+    "hold",
 ];
 
 pub const DEFAULT_PATH: &str = "/latest/meta-data/instance-id";

@@ -191,8 +191,21 @@ pub struct Status {
     pub mode: String,
     pub policy: PolicyStatus,
     pub programs: Vec<ProgramStatus>,
+    /// Socket maps of taken-over program sets, kept (with their per-send
+    /// program and frozen policy) while connections opened before the
+    /// takeover are open.
+    #[serde(default)]
+    pub draining: Vec<DrainingStatus>,
     /// Decisions (repeats included), lost events and reloads since start.
     pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainingStatus {
+    /// The draining set's pin directory.
+    pub path: String,
+    /// Connections still in its socket map; null when it cannot be read.
+    pub sockets: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +255,13 @@ impl Status {
         s += "programs:\n";
         for p in &self.programs {
             s += &format!("  {:<9} id {:<6} on {}\n", p.name, p.id, p.cgroup);
+        }
+        for d in &self.draining {
+            let n = d.sockets.map_or("?".to_string(), |n| n.to_string());
+            s += &format!(
+                "draining:   {} ({n} connection(s) opened before a takeover, checked by the old policy)\n",
+                d.path
+            );
         }
         let c = &self.counters;
         let list = |m: &BTreeMap<String, u64>| {
@@ -838,6 +858,10 @@ mod tests {
                 id: 12,
                 cgroup: "/sys/fs/cgroup".into(),
             }],
+            draining: vec![DrainingStatus {
+                path: "/sys/fs/bpf/metaguard/cgroup-1/draining-set-1".into(),
+                sockets: Some(2),
+            }],
             counters: Counters::default(),
         };
         let resp = Response {
@@ -849,6 +873,17 @@ mod tests {
         let text = st.text();
         assert!(text.contains("pid 7, up 1m 1s"), "{text}");
         assert!(text.contains("connect4  id 12"), "{text}");
+        assert!(
+            text.contains(
+                "draining:   /sys/fs/bpf/metaguard/cgroup-1/draining-set-1 (2 connection(s)"
+            ),
+            "{text}"
+        );
+        // A status from a daemon without draining sets still parses.
+        let mut v: serde_json::Value = serde_json::to_value(&st).unwrap();
+        v.as_object_mut().unwrap().remove("draining");
+        let old: Status = serde_json::from_value(v).unwrap();
+        assert!(old.draining.is_empty());
     }
 
     #[tokio::test(flavor = "current_thread")]

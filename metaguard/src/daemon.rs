@@ -18,15 +18,19 @@ use tokio::{
 
 use crate::{
     control::{
-        self, Fanout, GrantStatus, Line, PolicyStatus, ProgramStatus, Request, Response, Status,
+        self, DrainingStatus, Fanout, GrantStatus, Line, PolicyStatus, ProgramStatus, Request,
+        Response, Status,
     },
     events::{parse_event, Decision, Format, Lost, ReloadEvent, Renderer},
-    loader::Guard,
+    loader::{pins, Guard},
     metrics::Metrics,
     policy::{self, Policy, PolicyErrors},
     repeats::Repeats,
     sys::cgroup,
 };
+
+/// How often draining socket maps are looked at (see [`pins`]).
+const DRAIN_SWEEP: Duration = Duration::from_secs(2);
 
 pub struct RunOptions {
     pub policy: PathBuf,
@@ -66,7 +70,8 @@ pub fn unload(cgroup: Option<&Path>, pin_root: &Path) -> Result<usize> {
     };
     let mut n = 0;
     for b in bases {
-        n += crate::loader::pins::remove_other_sets(&b, None)?;
+        // Draining socket maps go too: unload removes everything.
+        n += crate::loader::pins::remove_all(&b)?;
     }
     Ok(n)
 }
@@ -159,6 +164,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
     let mut lost_tick = tokio::time::interval(Duration::from_secs(1));
     let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
+    // Draining socket maps (of the sets this daemon took over, or left by
+    // earlier ones) are removed once empty. The first look comes a period
+    // after the takeover, so no old sock_ops run can still be adding to one.
+    let mut sweep_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + DRAIN_SWEEP, DRAIN_SWEEP);
     let mut lost_total = 0u64;
     loop {
         tokio::select! {
@@ -196,6 +206,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 for (name, _) in st.guard.program_ids() {
                     if let Ok((_, runs)) = st.guard.program_stats(&name) {
                         st.metrics.program_runs(&name, runs);
+                    }
+                }
+            }
+            _ = sweep_tick.tick() => {
+                if let Some(base) = st.guard.pin_base() {
+                    for d in pins::sweep_draining(base).iter().filter(|d| d.removed) {
+                        eprintln!(
+                            "metaguard: {} has no connection left; removed",
+                            d.dir.display()
+                        );
                     }
                 }
             }
@@ -511,6 +531,17 @@ impl State {
                     name,
                     id,
                     cgroup: cgroup.clone(),
+                })
+                .collect(),
+            draining: self
+                .guard
+                .pin_base()
+                .map(pins::list_draining)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| DrainingStatus {
+                    path: d.dir.display().to_string(),
+                    sockets: d.sockets.map(|n| n as u64),
                 })
                 .collect(),
             counters: self.metrics.counters(),

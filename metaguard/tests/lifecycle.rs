@@ -117,6 +117,7 @@ fn killed_daemon_keeps_enforcing_and_a_new_one_takes_over() {
         .all(|r| r.target == "/latest/meta-data/instance-id"));
     drop(second); // --detach-on-exit: removes its programs and pins
     assert!(pin_sets(&env).is_empty());
+    assert!(draining_sets(&env).is_empty(), "draining maps too");
     assert!(
         env.run(&env.copy, &["tcp", IMDS, "80"]).ok(),
         "nothing enforces any more"
@@ -129,8 +130,11 @@ fn stopped_daemon_keeps_enforcing_until_unload() {
         return;
     }
     let env = Env::start("life-stop", PROBE_ONLY);
+    // A connection open across the takeover: the first set's map drains.
+    let holder = Holder::start(&env, &[]);
     let mut keeper = second_daemon(&env, true);
     assert_eq!(pin_sets(&env).len(), 1, "took over the first daemon's set");
+    assert_eq!(draining_sets(&env).len(), 1, "its socket map drains");
     let status = keeper.stop().unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(
@@ -156,6 +160,12 @@ fn stopped_daemon_keeps_enforcing_until_unload() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1 pinned"));
     assert!(pin_sets(&env).is_empty());
+    // Draining maps go too, even with a connection still open.
+    let left: Vec<_> = std::fs::read_dir(env.bpffs.pin_dir())
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left under the pin dir: {left:?}");
+    drop(holder);
     assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).ok(), "unloaded");
 }
 
@@ -624,6 +634,14 @@ fn an_upgrade_with_other_maps_takes_over_under_load_without_a_gap() {
         new_ids.iter().all(|id| !old_ids.contains(id)),
         "every program was replaced: {old_ids:?} -> {new_ids:?}"
     );
+    // Connections open across the takeover drained the old socket map
+    // (held with the old msg_sender); the loops are over, so the new daemon
+    // removes it within a sweep or two.
+    let t0 = std::time::Instant::now();
+    while !draining_sets(&env).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(draining_sets(&env).is_empty(), "drained and removed");
     // The old programs are gone from the kernel (nothing holds them).
     let loaded: Vec<u64> = aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
@@ -639,4 +657,254 @@ fn an_upgrade_with_other_maps_takes_over_under_load_without_a_gap() {
     assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).denied());
     assert!(env.run(&env.probe, &["tcp", IMDS, "80"]).ok());
     drop(new);
+}
+
+/// Only the instance id, and only with GET, for the probe.
+const HTTP_ID_ONLY: &str = r#"
+mode = "enforce"
+
+[[endpoint]]
+name      = "aws-imds"
+addresses = ["169.254.169.254/32", "fd00:ec2::254/128"]
+
+[[allow]]
+name      = "probe"
+endpoints = ["aws-imds"]
+exe       = "{probe}"
+http      = [{ method = "GET", path = "/latest/meta-data/instance-id" }]
+"#;
+
+const ID_PATH: &str = "/latest/meta-data/instance-id";
+const CREDS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
+
+/// A probe in `hold` mode: a keep-alive connection, opened and used once,
+/// waiting for its trigger. Killed on drop if still running.
+struct Holder {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Holder {
+    fn start(env: &Env, args: &[&str]) -> Holder {
+        use std::io::BufRead as _;
+        let mut child = env
+            .sb
+            .client(&env.probe)
+            .args(["hold", IMDS, "80"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // Ready: connected, first request answered (bounded by the probe's
+        // own timeouts).
+        let first = lines.next().expect("hold printed nothing").unwrap();
+        assert!(first.contains("\"ready\":true"), "{first}");
+        Holder { child, lines }
+    }
+
+    /// Triggers the second step and returns its outcome.
+    fn trigger(mut self) -> Outcome {
+        use std::io::Write as _;
+        self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let last = self.lines.by_ref().map_while(Result::ok).last();
+        let status = self.child.wait().unwrap();
+        Outcome {
+            code: status.code().unwrap_or(-1),
+            json: last
+                .and_then(|l| serde_json::from_str(&l).ok())
+                .unwrap_or(serde_json::Value::Null),
+            stderr: String::new(),
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The kernel id of the program `name` a daemon reports in `status`.
+fn program_id(ctl: &Path, name: &str) -> u64 {
+    let out = Command::new(BIN)
+        .args(["status", "--format", "json", "--control"])
+        .arg(ctl)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    st["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["id"].as_u64())
+        .unwrap_or_else(|| panic!("no {name} in {st}"))
+}
+
+/// Kernel ids of every loaded program.
+fn loaded_ids() -> Vec<u64> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id() as u64)
+        .collect()
+}
+
+fn draining_sets(env: &Env) -> Vec<PathBuf> {
+    let base = pins::cgroup_pins(&env.bpffs.pin_dir(), env.sb.cgroup_dir()).unwrap();
+    pins::draining(&base)
+}
+
+/// Connections opened before a takeover stay checked per send, by the
+/// policy in force when they were established: the taken-over socket map
+/// drains (pinned with its per-send program) until its last connection
+/// closes, then the new daemon removes it.
+#[test]
+fn connections_open_across_a_takeover_stay_checked_until_they_close() {
+    if !root_or_skip("life-drain") {
+        return;
+    }
+    let env = Env::start("life-drain", HTTP_ID_ONLY);
+    // a: the allowed probe, which will then ask for a path no rule lists;
+    // b: the allowed probe, which will then hand its socket to the copy;
+    // c: the allowed probe, which will then ask for the listed path again;
+    // d: the allowed probe, which keeps its connection open through a
+    //    second takeover.
+    let a = Holder::start(&env, &["--path", CREDS_PATH]);
+    let copy = env.copy.to_str().unwrap().to_string();
+    let b = Holder::start(&env, &["--exec", &copy, "send-fd", IMDS, "80"]);
+    let c = Holder::start(&env, &["--path", ID_PATH]);
+    let d = Holder::start(&env, &[]);
+    assert_eq!(env.requests_for(ID_PATH), 4, "each holder's first request");
+
+    // The old programs, by kernel id.
+    let old_msg_sender = program_id(&env.control, "msg_sender");
+    let old_sock_ops = program_id(&env.control, "sock_established");
+    // SIGKILL, then a new daemon takes over.
+    let pid = env.daemon.pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for _ in 0..100 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut second, ctl) = daemon_on(&env, "control-2.sock", true, &[]);
+    assert_eq!(pin_sets(&env).len(), 1, "the new daemon's set only");
+    let drain = draining_sets(&env);
+    assert_eq!(drain.len(), 1, "the old socket map drains: {drain:?}");
+    assert_eq!(pins::socket_count(&drain[0]).unwrap(), 4);
+    // The old sock_ops program is released (as were, before draining, the
+    // socket map and the per-send program with it): then a moment for the
+    // kernel's deferred frees.
+    let t0 = std::time::Instant::now();
+    while loaded_ids().contains(&old_sock_ops) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !loaded_ids().contains(&old_sock_ops),
+        "old sock_ops released"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        loaded_ids().contains(&old_msg_sender),
+        "the old msg_sender is held by its draining map"
+    );
+    let st = Command::new(BIN)
+        .args(["status", "--format", "json", "--control"])
+        .arg(&ctl)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["draining"][0]["sockets"], 4, "{st}");
+    assert_eq!(
+        st["draining"][0]["path"].as_str(),
+        drain[0].to_str(),
+        "{st}"
+    );
+
+    // (a) A request no rule lists, on the old connection: refused.
+    let out = a.trigger();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.json["error"], "EACCES", "{out:?}");
+    // (b) The socket handed to a denied program: its send is refused.
+    let out = b.trigger();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.json["mode"], "send-fd", "{out:?}");
+    assert_eq!(out.json["error"], "EACCES", "{out:?}");
+    assert_eq!(env.requests_for(CREDS_PATH), 0, "never arrived");
+    assert_eq!(
+        env.requests_for(ID_PATH),
+        4,
+        "the copy's request never arrived"
+    );
+    // (c) The listed request on the old connection still works.
+    let out = c.trigger();
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(env.requests_for(ID_PATH), 5);
+
+    // d is still open: its map stays through a sweep (one every 2 s from
+    // the daemon's start).
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(draining_sets(&env), drain, "kept while d is open");
+    assert_eq!(pins::socket_count(&drain[0]).unwrap(), 1);
+
+    // A restart: the third daemon adopts the draining map left by the
+    // second (and drains the second's own map, empty).
+    assert!(second.stop().unwrap().success());
+    let (mut third, ctl) = daemon_on(&env, "control-3.sock", true, &[]);
+    assert!(draining_sets(&env).contains(&drain[0]));
+    let st = Command::new(BIN)
+        .args(["status", "--format", "json", "--control"])
+        .arg(&ctl)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let listed = st["draining"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|d| d["path"].as_str() == drain[0].to_str() && d["sockets"] == 1),
+        "{st}"
+    );
+    drop(d); // killed: its socket closes
+
+    // Every old connection closed: the third daemon removes the maps.
+    let t0 = std::time::Instant::now();
+    while !draining_sets(&env).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "draining set removed {:?} after the last close",
+        t0.elapsed()
+    );
+    assert!(draining_sets(&env).is_empty(), "removed once empty");
+    assert!(
+        !loaded_ids().contains(&old_msg_sender),
+        "nothing holds the old msg_sender any more"
+    );
+
+    // A plain stop keeps the new set; unload leaves nothing.
+    assert!(third.stop().unwrap().success());
+    let out = Command::new(BIN)
+        .args(["unload", "--cgroup"])
+        .arg(env.sb.cgroup_dir())
+        .arg("--pin-dir")
+        .arg(env.bpffs.pin_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(env.bpffs.pin_dir())
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left under the pin dir: {left:?}");
 }

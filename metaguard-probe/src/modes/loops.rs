@@ -67,7 +67,7 @@ pub fn connect_loop(o: &Opts, mode: &str) -> Outcome {
 
 /// Send one keep-alive GET and read exactly one response (Content-Length framed).
 /// Returns the response body.
-fn one_request(
+pub fn one_request(
     fd: &net::Fd,
     req: &[u8],
     buf: &mut Vec<u8>,

@@ -28,6 +28,7 @@ pub fn run(o: &Opts) -> Report {
         "pass-fd" => process::pass_fd(o, false),
         "pass-fd6-mapped" => process::pass_fd(o, true),
         "pass-scm" => process::pass_scm(o),
+        "hold" => process::hold(o),
         _ => Report::Outcome(run_network(o)),
     }
 }

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use crate::args::Opts;
 use crate::errnames::{errno_name, last_errno};
 use crate::json::{Outcome, EXIT_ERROR};
-use crate::modes::{run_network, stream, Report};
+use crate::modes::{loops, run_network, stream, Report};
 use crate::net;
 
 fn pipe() -> Result<(RawFd, RawFd), i32> {
@@ -310,4 +310,86 @@ pub fn pass_scm(o: &Opts) -> Report {
     drop(tcp);
     drop(ours);
     finish_exec(pid, rd)
+}
+
+/// How long `hold` waits for its trigger on stdin.
+pub const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `hold ADDR PORT [--path P] [--exec PATH ARGS...]`: a keep-alive
+/// connection held open across an outside event. Connects, sends one
+/// keep-alive GET of the default path and reads its response, prints
+/// `{"mode":"hold","ready":true}`, then waits (at most 30 s) for a line on
+/// stdin. Then it sends a keep-alive GET of `--path` on the same connection
+/// and reports that request; or, with `--exec`, hands the connection to
+/// PATH instead (inherited across fork+exec, as `pass-fd` does: run PATH as
+/// `send-fd ADDR PORT`).
+pub fn hold(o: &Opts) -> Report {
+    let mode = o.mode.as_str();
+    let fd = match stream::open_connected(o, mode, o.ip, 0, false) {
+        Ok(fd) => fd,
+        Err(out) => return Report::Outcome(*out),
+    };
+    let host = o.ip.host_header();
+    let first = net::http_get(crate::args::DEFAULT_PATH, &host, true);
+    let mut buf = Vec::new();
+    if let Err(e) = loops::one_request(&fd, &first, &mut buf, net::Deadline::after(o.timeout)) {
+        return Report::Outcome(Outcome::fail(
+            mode,
+            e,
+            format!("the first request failed: {}", errno_name(e)),
+        ));
+    }
+    write_fd(1, b"{\"mode\":\"hold\",\"ready\":true}\n");
+    // The trigger: a line (or end of input) on stdin, bounded.
+    match net::wait(0, libc::POLLIN, net::Deadline::after(HOLD_WAIT)) {
+        Ok(0) => {
+            return Report::Outcome(Outcome::fail(
+                mode,
+                libc::ETIMEDOUT,
+                "no trigger on stdin within 30 s",
+            ))
+        }
+        Ok(_) => {
+            let mut b = [0u8; 256];
+            unsafe { libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len()) };
+        }
+        Err(e) => {
+            return Report::Outcome(Outcome::fail(
+                mode,
+                e,
+                format!("waiting on stdin: {}", errno_name(e)),
+            ))
+        }
+    }
+    if !o.exec.is_empty() {
+        if unsafe { libc::fcntl(fd.raw(), libc::F_SETFD, 0) } < 0 {
+            let e = last_errno();
+            return Report::Outcome(Outcome::fail(
+                mode,
+                e,
+                format!("fcntl(F_SETFD): {}", errno_name(e)),
+            ));
+        }
+        std::env::set_var(stream::INHERITED_FD_ENV, fd.raw().to_string());
+        let report = fork_exec(o);
+        drop(fd);
+        return report;
+    }
+    let req = net::http_get(&o.path, &host, true);
+    match loops::one_request(&fd, &req, &mut buf, net::Deadline::after(o.timeout)) {
+        Ok(body) => {
+            let mut out = Outcome::success(mode, "second request on the held connection answered");
+            out.bytes = body.len();
+            out.body = body;
+            Report::Outcome(out)
+        }
+        Err(e) => Report::Outcome(Outcome::fail(
+            mode,
+            e,
+            format!(
+                "the second request on the held connection failed: {}",
+                errno_name(e)
+            ),
+        )),
+    }
 }

@@ -13,7 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may sit idle (or a write block) before the service
+/// closes it. Long enough for tests that hold a keep-alive connection across
+/// a daemon restart (loading the programs takes seconds); `stop` shuts open
+/// connections down at once, so it never delays a test's end.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_MS: i32 = 50;
 const UDP_REPLY: &[u8] = b"ack";
 

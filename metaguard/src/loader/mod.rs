@@ -402,7 +402,8 @@ impl Guard {
 
     /// Attaches like `attach`, but through links pinned under `pin_root`
     /// (see [`pins`]): the programs stay attached when the daemon exits.
-    /// Older pinned sets for the same cgroup are removed once these are in.
+    /// Older pinned sets for the same cgroup are taken over once these are
+    /// in: their programs detach, their socket maps drain (see [`pins`]).
     pub fn attach_pinned(&mut self, dir: &Path, pin_root: &Path) -> Result<()> {
         pins::ensure_bpffs(pin_root)?;
         let base = pins::cgroup_pins(pin_root, dir)?;
@@ -411,11 +412,12 @@ impl Guard {
             let _ = pins::remove_set(&set);
             return Err(e);
         }
-        let replaced = pins::remove_other_sets(&base, Some(&set))?;
+        let (replaced, drained) = pins::take_over(&base, &set)?;
         if replaced > 0 {
             eprintln!(
-                "metaguard: took over from {replaced} earlier attachment(s) on {}",
-                dir.display()
+                "metaguard: took over from {replaced} earlier attachment(s) on {}; {drained} socket map(s) drain under {}",
+                dir.display(),
+                base.display()
             );
         }
         self.pinned = Some(set);
@@ -440,13 +442,20 @@ impl Guard {
         }
     }
 
-    /// Detaches the pinned programs now and removes their pins.
+    /// The directory of this cgroup's pinned sets (draining ones included).
+    pub fn pin_base(&self) -> Option<&Path> {
+        self.pinned.as_deref().and_then(Path::parent)
+    }
+
+    /// Detaches the pinned programs now and removes their pins, and the
+    /// draining socket maps of the sets this guard took over.
     pub fn detach_pinned(&mut self) -> Result<()> {
         drop(self.sk_msg_link.take());
         drop(self.redact_links.take());
         if let Some(set) = self.pinned.take() {
             pins::remove_set(&set)?;
             if let Some(base) = set.parent() {
+                pins::remove_draining(base)?;
                 let _ = std::fs::remove_dir(base);
             }
         }
@@ -478,6 +487,16 @@ impl Guard {
         if let Some(set) = pin {
             let link: FdLink = p.take_link(id)?.try_into()?;
             pins::pin(link, set, EGRESS_PROGRAM)?;
+        }
+        // The socket map outlives a takeover pinned (see `pins`): pinned
+        // before sock_ops can put a socket in it.
+        if let Some(set) = pin {
+            pins::pin_socks(
+                self.ebpf
+                    .map(names::PROTECTED_SOCKS)
+                    .context("PROTECTED_SOCKS map")?,
+                set,
+            )?;
         }
         // sk_msg first: a socket takes the map's programs when it is added.
         let socks = {

@@ -496,6 +496,14 @@ impl Guard {
                     .map(names::PROTECTED_SOCKS)
                     .context("PROTECTED_SOCKS map")?,
                 set,
+                pins::SOCKS_PIN,
+            )?;
+            pins::pin_socks(
+                self.ebpf
+                    .map(redact::REDACT_SOCKS)
+                    .context("REDACT_SOCKS map")?,
+                set,
+                pins::REDACT_SOCKS_PIN,
             )?;
         }
         // sk_msg first: a socket takes the map's programs when it is added.

@@ -6,7 +6,8 @@
 //! both run for a moment (the kernel's cgroup program lists stack), so there
 //! is no window without enforcement, across restarts and upgrades alike.
 //!
-//! Each set also pins its socket map, `PROTECTED_SOCKS` ([`SOCKS_PIN`]):
+//! Each set also pins its socket maps, `PROTECTED_SOCKS` ([`SOCKS_PIN`]) and
+//! `REDACT_SOCKS` ([`REDACT_SOCKS_PIN`], connections whose answers are masked):
 //! TCP connections to protected endpoints sit in the map of the generation
 //! that saw them established, and the per-send program (sk_msg) attached to
 //! that map is held by the map, not by a link. When a set is taken over, its
@@ -33,6 +34,11 @@ use aya::{
 
 /// The name of the socket map's pin in a set (and in a draining set).
 pub const SOCKS_PIN: &str = "PROTECTED_SOCKS";
+/// The socket map of connections whose answers are redacted (`redact`
+/// rules), pinned and drained like [`SOCKS_PIN`]: its programs mask answers
+/// and check sends for the connections it holds.
+pub const REDACT_SOCKS_PIN: &str = "REDACT_SOCKS";
+const SOCKET_MAP_PINS: [&str; 2] = [SOCKS_PIN, REDACT_SOCKS_PIN];
 /// Names of the set directories.
 const SET_PREFIX: &str = "set-";
 /// Names of the draining set directories (`draining-set-...`).
@@ -133,9 +139,10 @@ pub fn pin(link: FdLink, dir: &Path, name: &str) -> Result<PinnedLink> {
         .with_context(|| format!("pinning the {name} link at {}", path.display()))
 }
 
-/// Pins the socket map `map` in `dir` (as [`SOCKS_PIN`]).
-pub fn pin_socks(map: &Map, dir: &Path) -> Result<()> {
-    let path = dir.join(SOCKS_PIN);
+/// Pins the socket map `map` in `dir` as `name` ([`SOCKS_PIN`] or
+/// [`REDACT_SOCKS_PIN`]).
+pub fn pin_socks(map: &Map, dir: &Path, name: &str) -> Result<()> {
+    let path = dir.join(name);
     map.pin(&path)
         .with_context(|| format!("pinning the socket map at {}", path.display()))
 }
@@ -151,7 +158,11 @@ fn unpin_links(set: &Path, keep_socks: bool) -> Result<()> {
     };
     for e in entries {
         let path = e?.path();
-        if path.file_name().and_then(|n| n.to_str()) == Some(SOCKS_PIN) {
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| SOCKET_MAP_PINS.contains(&n))
+        {
             if !keep_socks {
                 let _ = fs::remove_file(&path);
             }
@@ -245,10 +256,22 @@ pub fn remove_draining(base: &Path) -> Result<usize> {
     Ok(n)
 }
 
-/// The number of sockets in the socket map pinned in `dir`.
+/// The number of sockets in the socket maps pinned in `dir` (a set of an
+/// older build may lack the redaction one).
 pub fn socket_count(dir: &Path) -> Result<usize> {
-    let path = dir.join(SOCKS_PIN);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut n = 0;
+    for name in SOCKET_MAP_PINS {
+        let path = dir.join(name);
+        if name == REDACT_SOCKS_PIN && !path.exists() {
+            continue;
+        }
+        n += sockets_in(&path)?;
+    }
+    Ok(n)
+}
+
+fn sockets_in(path: &Path) -> Result<usize> {
+    let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     let socks: SockHash<MapData, u64> = SockHash::try_from(Map::SockHash(data))
         .with_context(|| format!("{} is not a socket map of this build", path.display()))?;
     let mut n = 0;

@@ -71,8 +71,13 @@ impl Tally {
         }
     }
 
+    /// Attempts that timed out (at connect or waiting for an answer).
     fn hangs(&self) -> u64 {
-        self.outcomes.get("hang").copied().unwrap_or(0)
+        self.outcomes
+            .iter()
+            .filter(|(k, _)| k.ends_with("hang"))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn json(&self, mode: &str, start: u64, end: u64, extra: &str) -> String {
@@ -234,7 +239,7 @@ pub fn run(mode: &str, rest: &[String]) -> anyhow::Result<()> {
     let port = a.num("port", 80)? as u16;
     let sa = SocketAddrV4::new(ip, port);
     let count = a.num("count", 100)?.min(MAX_COUNT);
-    let timeout = Duration::from_millis(a.num("timeout_ms", 300)?);
+    let timeout = Duration::from_millis(a.num("timeout_ms", 3000)?);
     let path = a.get("path", "/latest/meta-data/instance-id");
     let req = get_request(&path, &ip.to_string());
     if a.get("wait", "0") == "1" {

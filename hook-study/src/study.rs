@@ -28,6 +28,7 @@ pub const DENIED_UID: u32 = 4243;
 pub const PATH_OK: &str = "/latest/meta-data/instance-id";
 pub const PATH_DENIED: &str = "/latest/meta-data/iam/security-credentials/";
 const TLS_PORT: u16 = 8443;
+const TPUT_REPEATS: usize = 3;
 /// Round trips run client and server on this CPU (see the write-up).
 const RT_CPU: usize = 0;
 
@@ -55,7 +56,7 @@ impl Config {
             requests: n("HOOK_STUDY_REQUESTS", 1000),
             denied: 200,
             tput_procs: 4,
-            tput_each: n("HOOK_STUDY_TPUT", 250),
+            tput_each: n("HOOK_STUDY_TPUT", 200),
             out_dir: None,
         }
     }
@@ -176,6 +177,31 @@ impl<'a> Nft<'a> {
     }
 }
 
+impl<'a> Nft<'a> {
+    /// Like `load`, for rules naming cgroup paths: nft resolves them under
+    /// /sys/fs/cgroup, so where cgroup2 is mounted elsewhere (hybrid
+    /// layouts) it runs in a private mount namespace with the cgroup2 mount
+    /// bound there, as an administrator would have to.
+    fn load_cgroup(sb: &'a Sandbox, dir: &Path, table: &str, body: &str) -> Result<Nft<'a>> {
+        let cg2 = sb.cgroup_dir().parent().context("cgroup2 mount")?;
+        if cg2 == Path::new("/sys/fs/cgroup") {
+            return Nft::load(sb, dir, table, body);
+        }
+        let file = dir.join(format!("{table}.nft"));
+        std::fs::write(&file, format!("table ip {table} {{\n{body}\n}}\n"))?;
+        let script = format!(
+            "mount --make-rprivate / && mount --bind {} /sys/fs/cgroup && nft -f {}",
+            cg2.display(),
+            file.display()
+        );
+        sb.in_client_ns(&["unshare", "-m", "sh", "-c", &script])?;
+        Ok(Nft {
+            sb,
+            table: table.to_string(),
+        })
+    }
+}
+
 impl Drop for Nft<'_> {
     fn drop(&mut self) {
         if let Err(e) = self
@@ -259,6 +285,16 @@ fn outcome_text(v: &Value) -> String {
     parts.join(", ")
 }
 
+/// The denied client gives up on a silent connect after 300 ms (a hang is
+/// recorded, not waited out); the allowed client waits for SYN retransmits.
+fn timeout_for(uid: u32) -> String {
+    if uid == DENIED_UID {
+        "timeout_ms=300".into()
+    } else {
+        "timeout_ms=3000".into()
+    }
+}
+
 fn us(ns: f64) -> String {
     format!("{:.1}us", ns / 1000.0)
 }
@@ -303,6 +339,7 @@ impl Env {
     fn connect_cell(&self, imp: Impl, addr: Ipv4Addr, uid: u32, count: u64) -> Result<Value> {
         let inside = !(uid == DENIED_UID && imp.denied_outside_cgroup());
         let mut a = vec![
+            timeout_for(uid),
             format!("addr={addr}"),
             "port=80".into(),
             format!("count={count}"),
@@ -317,6 +354,7 @@ impl Env {
     fn http_cell(&self, imp: Impl, addr: Ipv4Addr, uid: u32, path: &str, count: u64, fresh: bool) -> Result<Value> {
         let inside = !(uid == DENIED_UID && imp.denied_outside_cgroup());
         let mut a = vec![
+            timeout_for(uid),
             format!("addr={addr}"),
             "port=80".into(),
             format!("path={path}"),
@@ -331,8 +369,18 @@ impl Env {
     }
 
     /// Short connections per second from `tput_procs` processes at once,
-    /// every CPU allowed (the harness's server threads too, for the cell).
+    /// every CPU allowed (the harness's server threads too, for the cell):
+    /// the best of `TPUT_REPEATS` bursts, since on a shared machine other
+    /// load can only lower the figure.
     fn throughput(&self, active: &Active, addr: Ipv4Addr, seccomp: bool) -> Result<f64> {
+        let mut best = 0.0f64;
+        for _ in 0..TPUT_REPEATS {
+            best = best.max(self.burst(active, addr, seccomp)?);
+        }
+        Ok(best)
+    }
+
+    fn burst(&self, active: &Active, addr: Ipv4Addr, seccomp: bool) -> Result<f64> {
         let me = std::process::id();
         let proxy_pid = match active {
             Active::Proxy(_, p) => Some(p.0.id()),
@@ -423,12 +471,12 @@ impl Env {
                 // nft resolves the path under /sys/fs/cgroup; on hybrid
                 // layouts (cgroup2 elsewhere) it cannot, so say so.
                 let rel = self.sb.cgroup_rel();
-                Active::Nft(Nft::load(
+                Active::Nft(Nft::load_cgroup(
                     &self.sb,
                     &self.tmp.0,
                     "hookstudy_cgroup",
                     &format!(
-                        "  chain out {{\n    type filter hook output priority filter; policy accept;\n    ip daddr {imds} tcp dport 80 socket cgroupv2 level 1 != \"{}\" reject with tcp reset\n  }}",
+                        "  chain out {{\n    type filter hook output priority filter; policy accept;\n    ip daddr {imds} tcp dport 80 socket cgroupv2 level 1 \"{0}\" accept\n    ip daddr {imds} tcp dport 80 reject with tcp reset\n  }}",
                         rel.trim_start_matches('/')
                     ),
                 )?)
@@ -439,7 +487,7 @@ impl Env {
                     &self.tmp.0,
                     "hookstudy_proxy",
                     &format!(
-                        "  chain out {{\n    type nat hook output priority dstnat; policy accept;\n    meta mark {:#x} return\n    ip daddr {imds} tcp dport 80 redirect to :{}\n  }}",
+                        "  chain out {{\n    type nat hook output priority -100; policy accept;\n    meta mark {:#x} return\n    ip daddr {imds} tcp dport 80 redirect to :{}\n  }}",
                         proxy::MARK,
                         proxy::PORT
                     ),
@@ -563,6 +611,9 @@ impl Env {
                 for (phase, a, b, ops) in phases {
                     if let Some(ns) = per_run(a, b) {
                         let runs = (b.1 - a.1) as f64 / ops as f64;
+                        if runs < 0.5 {
+                            continue; // e.g. the one connect of a keep-alive loop
+                        }
                         cells.prog.push((format!("{name} / {phase}"), ns, runs));
                     }
                 }
@@ -630,7 +681,7 @@ impl Env {
         );
         say!(
             self,
-            "{} rounds (implementations in rotated order), per cell: {} connect+close, {} keep-alive GETs, {} denied attempts (a hang stops after 3 x 300 ms), throughput {} procs x {} short connections",
+            "{} rounds (implementations in rotated order), per cell: {} connect+close, {} keep-alive GETs, {} denied attempts (a hang stops after 3 x 300 ms), throughput best of {TPUT_REPEATS} bursts of {} procs x {} short connections",
             self.cfg.rounds,
             self.cfg.connects,
             self.cfg.requests,
@@ -874,6 +925,24 @@ impl Env {
             say!(
                 self,
                 "seccomp filter refusing connect(2), 20 connects to {addr}:80: {} (a filter sees only the sockaddr pointer and its length, so it refuses every destination or none)",
+                outcome_text(&v)
+            );
+        }
+        // The intuitive nft cgroup rule ("not this cgroup: reject") matches
+        // nothing for sockets of cgroups shallower than the level named.
+        {
+            let body = format!(
+                "  chain out {{\n    type filter hook output priority filter; policy accept;\n    ip daddr {imds} tcp dport 80 socket cgroupv2 level 1 != \"{}\" reject with tcp reset\n  }}",
+                self.sb.cgroup_rel().trim_start_matches('/')
+            );
+            let t = Nft::load_cgroup(&self.sb, &self.tmp.0, "hookstudy_neq", &body)?;
+            let v = self.connect_cell(Impl::NftCgroup, imds, DENIED_UID, 20)?;
+            drop(t);
+            let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            let mine = mine.lines().find(|l| l.starts_with("0::")).unwrap_or("?").to_string();
+            say!(
+                self,
+                "nft `socket cgroupv2 level 1 != \"<sandbox>\" reject`, 20 connects by a process outside the sandbox cgroup (cgroup2 entry {mine:?}): {} (a socket whose cgroup is shallower than the level named does not match at all: the negated rule lets it through; the measured nft cgroup rows use accept-then-reject instead)",
                 outcome_text(&v)
             );
         }

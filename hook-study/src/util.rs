@@ -75,8 +75,10 @@ pub fn pin_process(pid: u32, cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// Every online CPU (not the caller's affinity mask, which may be pinned).
 pub fn all_cpus() -> Vec<usize> {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
     (0..n).collect()
 }
 

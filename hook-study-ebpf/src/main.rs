@@ -1,5 +1,5 @@
 //! The hook study's comparison programs: the same policy ("only uid
-//! ALLOWED_UID may reach PROT_ADDR:PROT_PORT over TCP") decided at hooks
+//! ALLOWED_UID may reach PROT_ADDR:PROT_PORT", TCP and UDP) decided at hooks
 //! metaguard does not use, plus observation-only programs. Never loaded by
 //! the product; hook-study attaches them to sandbox interfaces and cgroups.
 //!
@@ -59,6 +59,7 @@ mod programs {
     const ETH_HLEN: usize = 14;
     const ETH_P_IP: u16 = 0x0800;
     const IPPROTO_TCP: u8 = 6;
+    const IPPROTO_UDP: u8 = 17;
 
     #[inline(always)]
     fn bump(i: u32) {
@@ -82,7 +83,7 @@ mod programs {
         unsafe { core::ptr::read_volatile(&ALLOWED_UID) }
     }
 
-    /// Whether the IPv4 packet at `off` goes to the protected TCP port.
+    /// Whether the IPv4 packet at `off` goes to the protected TCP or UDP port.
     /// Fragments and unreadable headers to the protected address count as
     /// protected (deny by default).
     macro_rules! protected_at {
@@ -93,7 +94,7 @@ mod programs {
                     let a = prot_addr();
                     if h[16] != a[0] || h[17] != a[1] || h[18] != a[2] || h[19] != a[3] {
                         false
-                    } else if h[9] != IPPROTO_TCP {
+                    } else if h[9] != IPPROTO_TCP && h[9] != IPPROTO_UDP {
                         false
                     } else {
                         let frag = ((h[6] as u16 & 0x1f) << 8) | h[7] as u16;

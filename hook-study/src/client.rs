@@ -21,7 +21,8 @@ use crate::tls;
 use crate::util::{errno_name, get_request, io_name, mono_ns, pin_self, read_response};
 
 const BUDGET: Duration = Duration::from_secs(30);
-/// A "hang" outcome stops the loop after this many: one is enough to know.
+/// A loop whose first attempts all hang stops after this many: that is
+/// enough to know how a block feels.
 const MAX_HANGS: u64 = 3;
 const MAX_COUNT: u64 = 1_000_000;
 
@@ -71,8 +72,12 @@ impl Tally {
         }
     }
 
-    /// Attempts that timed out (at connect or waiting for an answer).
+    /// Attempts that timed out (at connect or waiting for an answer), while
+    /// none succeeded.
     fn hangs(&self) -> u64 {
+        if !self.ok_samples.is_empty() {
+            return 0;
+        }
         self.outcomes
             .iter()
             .filter(|(k, _)| k.ends_with("hang"))
@@ -87,9 +92,11 @@ impl Tally {
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
         let (fo, fns) = self.first.clone().unwrap_or_default();
+        // Attempts slower than 100 ms (a SYN retransmit, a hang).
+        let slow = self.samples.iter().filter(|&&n| n > 100_000_000).count();
         let num = |x: Option<f64>| x.map_or("null".to_string(), |v| format!("{v:.0}"));
         format!(
-            "{{\"mode\":\"{mode}\",\"attempts\":{},\"ok\":{},\"median_ns\":{},\"ok_median_ns\":{},\"outcomes\":{{{}}},\"first_outcome\":\"{fo}\",\"first_ns\":{fns},\"start_ns\":{start},\"end_ns\":{end}{extra}}}",
+            "{{\"mode\":\"{mode}\",\"attempts\":{},\"ok\":{},\"median_ns\":{},\"ok_median_ns\":{},\"outcomes\":{{{}}},\"first_outcome\":\"{fo}\",\"first_ns\":{fns},\"start_ns\":{start},\"end_ns\":{end},\"slow\":{slow}{extra}}}",
             self.samples.len(),
             self.ok_samples.len(),
             num(median_u64(&self.samples)),

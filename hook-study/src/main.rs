@@ -47,6 +47,7 @@ fn main() -> Result<()> {
                 std::fs::create_dir_all(d)?;
             }
             let out_dir = cfg.out_dir.clone();
+            study::catch_signals();
             let mut env = study::Env::create(cfg)?;
             let r = env.run();
             if let Some(d) = out_dir {

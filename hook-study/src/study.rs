@@ -285,13 +285,21 @@ fn outcome_text(v: &Value) -> String {
     parts.join(", ")
 }
 
+fn connect_cpu() -> String {
+    std::env::var("HOOK_STUDY_CONNECT_CPU").unwrap_or_else(|_| RT_CPU.to_string())
+}
+
 /// The denied client gives up on a silent connect after 300 ms (a hang is
-/// recorded, not waited out); the allowed client waits for SYN retransmits.
+/// recorded, not waited out). The allowed client gives up after 100 ms: on
+/// this sandbox about 1 in 1000 back-to-back SYNs goes unanswered whatever
+/// the filter (also with none) and would cost a 1 s retransmit; such
+/// attempts are counted ("slow"), left out of the medians, and may be at
+/// most 1% of a cell.
 fn timeout_for(uid: u32) -> String {
     if uid == DENIED_UID {
         "timeout_ms=300".into()
     } else {
-        "timeout_ms=3000".into()
+        "timeout_ms=100".into()
     }
 }
 
@@ -322,6 +330,9 @@ impl Env {
     }
 
     fn client(&self, uid: u32, in_cgroup: bool, mode: &str, args: &[String]) -> Result<Value> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
         let out = self
             .sb
             .client(&self.bin)
@@ -343,12 +354,16 @@ impl Env {
             format!("addr={addr}"),
             "port=80".into(),
             format!("count={count}"),
-            format!("cpu={RT_CPU}"),
+            format!("cpu={}", connect_cpu()),
         ];
         if imp == Impl::Seccomp {
             a.push("seccomp=inspect".into());
         }
-        self.client(uid, inside, "connect", &a)
+        let v = self.client(uid, inside, "connect", &a)?;
+        if std::env::var("HOOK_STUDY_DEBUG").is_ok() {
+            eprintln!("{} {addr} uid {uid}: {v}", imp.label());
+        }
+        Ok(v)
     }
 
     fn http_cell(&self, imp: Impl, addr: Ipv4Addr, uid: u32, path: &str, count: u64, fresh: bool) -> Result<Value> {
@@ -391,11 +406,15 @@ impl Env {
             pin_process(p, &all_cpus())?;
         }
         let result = (|| -> Result<f64> {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
             let mut kids = Vec::new();
             for _ in 0..self.cfg.tput_procs {
                 let mut a = vec![
                     "client".to_string(),
                     "burst".into(),
+                    timeout_for(ALLOWED_UID),
                     format!("addr={addr}"),
                     "port=80".into(),
                     format!("path={PATH_OK}"),
@@ -424,7 +443,7 @@ impl Env {
                 end = end.max(v["end_ns"].as_u64().unwrap_or(0));
             }
             let want = self.cfg.tput_procs as u64 * self.cfg.tput_each;
-            if ok != want {
+            if ok * 100 < want * 99 {
                 bail!("throughput: {ok} of {want} short connections succeeded");
             }
             Ok(ok as f64 / ((end.saturating_sub(start)) as f64 / 1e9))
@@ -464,7 +483,7 @@ impl Env {
                 &self.tmp.0,
                 "hookstudy_skuid",
                 &format!(
-                    "  chain out {{\n    type filter hook output priority filter; policy accept;\n    ip daddr {imds} tcp dport 80 meta skuid != {ALLOWED_UID} reject with tcp reset\n  }}"
+                    "  chain out {{\n    type filter hook output priority filter; policy accept;\n    ip daddr {imds} tcp dport 80 meta skuid != {ALLOWED_UID} reject with tcp reset\n    ip daddr {imds} udp dport 80 meta skuid != {ALLOWED_UID} reject\n  }}"
                 ),
             )?),
             Impl::NftCgroup => {
@@ -476,7 +495,7 @@ impl Env {
                     &self.tmp.0,
                     "hookstudy_cgroup",
                     &format!(
-                        "  chain out {{\n    type filter hook output priority filter; policy accept;\n    ip daddr {imds} tcp dport 80 socket cgroupv2 level 1 \"{0}\" accept\n    ip daddr {imds} tcp dport 80 reject with tcp reset\n  }}",
+                        "  chain out {{\n    type filter hook output priority filter; policy accept;\n    ip daddr {imds} meta l4proto {{ tcp, udp }} th dport 80 socket cgroupv2 level 1 \"{0}\" accept\n    ip daddr {imds} tcp dport 80 reject with tcp reset\n    ip daddr {imds} udp dport 80 reject\n  }}",
                         rel.trim_start_matches('/')
                     ),
                 )?)
@@ -544,24 +563,25 @@ impl Env {
         let (prot, unprot) = (addrs::IMDS_V4, addrs::UNPROTECTED_V4);
         let mut cells = Cells::default();
         let med = |v: &Value| v["median_ns"].as_f64().unwrap_or(f64::NAN);
+        let ok_med = |v: &Value| v["ok_median_ns"].as_f64().unwrap_or(f64::NAN);
         let need_ok = |v: &Value, what: &str, n: u64| -> Result<()> {
-            if v["ok"].as_u64() != Some(n) {
+            if v["ok"].as_u64().unwrap_or(0) * 100 < n * 99 {
                 bail!("{}: {what}: {}", imp.label(), v);
             }
             Ok(())
         };
         let v = self.connect_cell(imp, unprot, ALLOWED_UID, c.connects)?;
         need_ok(&v, "connect unprotected", c.connects)?;
-        cells.v.insert("conn_unprot", med(&v));
+        cells.v.insert("conn_unprot", ok_med(&v));
         let v = self.connect_cell(imp, prot, ALLOWED_UID, c.connects)?;
         need_ok(&v, "connect protected", c.connects)?;
-        cells.v.insert("conn_prot", med(&v));
+        cells.v.insert("conn_prot", ok_med(&v));
         let v = self.http_cell(imp, unprot, ALLOWED_UID, PATH_OK, c.requests, false)?;
         need_ok(&v, "keep-alive unprotected", c.requests)?;
-        cells.v.insert("ka_unprot", med(&v));
+        cells.v.insert("ka_unprot", ok_med(&v));
         let v = self.http_cell(imp, prot, ALLOWED_UID, PATH_OK, c.requests, false)?;
         need_ok(&v, "keep-alive protected", c.requests)?;
-        cells.v.insert("ka_prot", med(&v));
+        cells.v.insert("ka_prot", ok_med(&v));
         // The denied client: at connect, and with a request on a fresh
         // connection (which is where a proxy or an HTTP rule refuses).
         let drops0 = Self::drops(active);
@@ -632,12 +652,15 @@ impl Env {
             // Rotate the order each round so drift hits every implementation alike.
             for k in 0..ALL.len() {
                 let imp = ALL[(k + round) % ALL.len()];
-                if unavailable.contains_key(&imp) {
+                if unavailable.contains_key(&imp) || !selected(imp) {
                     continue;
                 }
                 let r = self
                     .activate(imp)
                     .and_then(|active| self.measure(imp, &active));
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    bail!("interrupted: cleaning up");
+                }
                 match r {
                     Ok(c) => results.entry(imp).or_default().push(Some(c)),
                     Err(e) => {
@@ -960,8 +983,120 @@ impl Env {
                 after[bpf::RAW_TOTAL] - before[bpf::RAW_TOTAL]
             );
         }
+        if let Err(e) = self.bypasses() {
+            say!(self, "bypass matrix: not measured: {e:#}");
+        }
         if let Err(e) = self.tls_experiment() {
             say!(self, "uprobe on SSL_write: not measured: {e:#}");
+        }
+        Ok(())
+    }
+
+    /// Ways around each blocking implementation, by a process that is not
+    /// the allowed uid; the oracle is an XDP counter on the metadata side
+    /// (any frame to the protected address arriving there = reached).
+    fn bypasses(&mut self) -> Result<()> {
+        let probe = std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("metaguard-probe");
+        if !probe.exists() {
+            bail!("{} missing (cargo build --release -p metaguard-probe)", probe.display());
+        }
+        let (vc, vm) = self.sb.veth_names();
+        let (vc, vm) = (vc.to_string(), vm.to_string());
+        let mns = PathBuf::from("/run/netns").join(self.sb.metadata_netns());
+        let imds = addrs::IMDS_V4;
+        let (oracle, _) = Study::xdp(&mns, &vm, imds)?;
+        let attacks: [(&str, &str); 4] = [
+            ("plain TCP connect (denied uid)", "connect"),
+            ("raw IP socket, TCP SYN (root)", "raw-tcp-syn"),
+            ("AF_PACKET frame, UDP (root)", "packet"),
+            ("DNAT of an innocent address (denied uid)", "dnat"),
+        ];
+        let impls = [
+            Impl::None,
+            Impl::Metaguard,
+            Impl::Tc,
+            Impl::CgroupSkb,
+            Impl::NftSkuid,
+            Impl::Proxy,
+        ];
+        let mut lines = Vec::new();
+        for imp in impls {
+            let active = self.activate(imp)?;
+            let mut row = format!("{:<26}", imp.label());
+            for (_, how) in attacks {
+                let before = oracle.counters()?[bpf::XDP_TO_PROTECTED];
+                let _dnat = if how == "dnat" {
+                    Some(Nft::load(
+                        &self.sb,
+                        &self.tmp.0,
+                        "hookstudy_dnat",
+                        &format!(
+                            "  chain out {{\n    type nat hook output priority -100; policy accept;\n    ip daddr {} tcp dport 80 dnat to {imds}\n  }}",
+                            addrs::UNPROTECTED_V4
+                        ),
+                    )?)
+                } else {
+                    None
+                };
+                match how {
+                    "connect" | "dnat" => {
+                        let to = if how == "dnat" { addrs::UNPROTECTED_V4 } else { imds };
+                        self.connect_cell(imp, to, DENIED_UID, 1)?;
+                    }
+                    "raw-tcp-syn" => {
+                        self.sb
+                            .client(&probe)
+                            .args(["raw-tcp-syn", &imds.to_string(), "80", "--timeout-ms", "300"])
+                            .output()?;
+                    }
+                    _ => {
+                        self.sb
+                            .client(&probe)
+                            .args([
+                                "packet",
+                                &imds.to_string(),
+                                "80",
+                                "--iface",
+                                &vc,
+                                "--src",
+                                &addrs::CLIENT_V4.to_string(),
+                                "--payload",
+                                "via-af-packet",
+                                "--timeout-ms",
+                                "300",
+                            ])
+                            .output()?;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let arrived = oracle.counters()?[bpf::XDP_TO_PROTECTED] - before;
+                row += &format!(
+                    " | {:<40}",
+                    if arrived > 0 {
+                        format!("REACHED ({arrived} frames)")
+                    } else {
+                        "stopped".to_string()
+                    }
+                );
+            }
+            drop(active);
+            lines.push(row);
+        }
+        say!(self, "");
+        say!(
+            self,
+            "== Bypass matrix: did anything reach {imds}:80? (oracle: XDP frame counter on the metadata side; 'root' has CAP_NET_RAW; no filter = control)"
+        );
+        let mut head = format!("{:<26}", "implementation");
+        for (name, _) in attacks {
+            head += &format!(" | {name:<40}");
+        }
+        say!(self, "{head}");
+        for l in lines {
+            say!(self, "{l}");
         }
         Ok(())
     }
@@ -1171,6 +1306,32 @@ impl Env {
 
     pub fn output(&self) -> &str {
         &self.out
+    }
+}
+
+/// HOOK_STUDY_ONLY=a,b (labels' first words, e.g. "no,metaguard,nft")
+/// restricts the rounds to some implementations, for quick looks.
+fn selected(imp: Impl) -> bool {
+    match std::env::var("HOOK_STUDY_ONLY") {
+        Ok(list) if !list.is_empty() => list
+            .split(',')
+            .any(|w| imp.label().split(' ').next() == Some(w)),
+        _ => true,
+    }
+}
+
+/// Set by SIGINT/SIGTERM: the study stops at the next client it would
+/// start, and its guards clean up on the way out.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
 }
 

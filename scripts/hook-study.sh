@@ -14,7 +14,7 @@ if ! command -v openssl >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-cargo build --release --locked -p hook-study --quiet
+cargo build --release --locked -p hook-study -p metaguard-probe --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/hook-study"
 OUT="${HOOK_STUDY_OUT:-docs}"
 "$BIN" --out-dir "$OUT"

@@ -41,7 +41,10 @@ impl Args {
     }
 
     pub fn get(&self, k: &str, default: &str) -> String {
-        self.0.get(k).cloned().unwrap_or_else(|| default.to_string())
+        self.0
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     }
 
     pub fn num(&self, k: &str, default: u64) -> anyhow::Result<u64> {
@@ -112,7 +115,9 @@ fn connect(sa: &SocketAddrV4, timeout: Duration, linger0: bool) -> Result<TcpStr
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(errno_name(io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+        return Err(errno_name(
+            io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
     }
     // SAFETY: fd is ours; TcpStream closes it.
     let s = unsafe { TcpStream::from_raw_fd(fd) };
@@ -239,7 +244,10 @@ fn install_seccomp(kind: &str) -> anyhow::Result<()> {
 pub fn run(mode: &str, rest: &[String]) -> anyhow::Result<()> {
     let a = Args::parse(rest)?;
     if let Some(cpu) = a.0.get("cpu") {
-        let cpus: Vec<usize> = cpu.split(',').map(|c| c.parse()).collect::<Result<_, _>>()?;
+        let cpus: Vec<usize> = cpu
+            .split(',')
+            .map(|c| c.parse())
+            .collect::<Result<_, _>>()?;
         pin_self(&cpus)?;
     }
     let ip: Ipv4Addr = a.get("addr", "169.254.169.254").parse()?;

@@ -35,7 +35,9 @@ fn main() -> Result<()> {
             let mut it = args.iter();
             while let Some(a) = it.next() {
                 match a.as_str() {
-                    "--out-dir" => cfg.out_dir = Some(PathBuf::from(it.next().context("--out-dir DIR")?)),
+                    "--out-dir" => {
+                        cfg.out_dir = Some(PathBuf::from(it.next().context("--out-dir DIR")?))
+                    }
                     other => bail!("unknown argument {other}; usage: hook-study [--out-dir DIR]"),
                 }
             }

@@ -43,7 +43,13 @@ pub fn run(rest: &[String]) -> Result<()> {
     std::thread::spawn(|| {
         // The harness closes our stdin when the proxy cell ends.
         let mut l = String::new();
-        while std::io::stdin().lock().read_line(&mut l).map_or(false, |n| n > 0) {}
+        while std::io::stdin()
+            .lock()
+            .read_line(&mut l)
+            .is_ok_and(|n| n > 0)
+        {
+            l.clear();
+        }
         std::process::exit(0);
     });
     let policy: &'static Policy = Box::leak(Box::new(policy));
@@ -92,13 +98,13 @@ pub fn diag_uid(src: SocketAddrV4, dst: SocketAddrV4) -> std::io::Result<Option<
     req[16] = libc::AF_INET as u8;
     req[17] = libc::IPPROTO_TCP as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    // inet_diag_sockid at 24: sport, dport (big endian), src[4], dst[4], if, cookie.
+                                                          // inet_diag_sockid at 24: sport, dport (big endian), src[4], dst[4], if, cookie.
     req[24..26].copy_from_slice(&src.port().to_be_bytes());
     req[26..28].copy_from_slice(&dst.port().to_be_bytes());
     req[28..32].copy_from_slice(&src.ip().octets());
     req[44..48].copy_from_slice(&dst.ip().octets());
     req[64..72].copy_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    // SAFETY: plain socket calls on buffers owned here.
+                                             // SAFETY: plain socket calls on buffers owned here.
     unsafe {
         let fd = libc::socket(
             libc::AF_NETLINK,
@@ -211,7 +217,6 @@ fn serve(p: &Policy, mut c: TcpStream) -> Result<()> {
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

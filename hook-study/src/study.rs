@@ -28,7 +28,7 @@ pub const DENIED_UID: u32 = 4243;
 pub const PATH_OK: &str = "/latest/meta-data/instance-id";
 pub const PATH_DENIED: &str = "/latest/meta-data/iam/security-credentials/";
 const TLS_PORT: u16 = 8443;
-const TPUT_REPEATS: usize = 3;
+const TPUT_REPEATS: usize = 2;
 /// Round trips run client and server on this CPU (see the write-up).
 const RT_CPU: usize = 0;
 
@@ -56,7 +56,7 @@ impl Config {
             requests: n("HOOK_STUDY_REQUESTS", 1000),
             denied: 200,
             tput_procs: 4,
-            tput_each: n("HOOK_STUDY_TPUT", 200),
+            tput_each: n("HOOK_STUDY_TPUT", 400),
             out_dir: None,
         }
     }
@@ -120,7 +120,7 @@ impl Impl {
 #[allow(dead_code)]
 enum Active<'a> {
     Nothing,
-    Metaguard(Guard, Drainer),
+    Metaguard(Box<Guard>, Drainer),
     Bpf(Study),
     Nft(Nft<'a>),
     Proxy(Nft<'a>, ProxyProc),
@@ -366,7 +366,15 @@ impl Env {
         Ok(v)
     }
 
-    fn http_cell(&self, imp: Impl, addr: Ipv4Addr, uid: u32, path: &str, count: u64, fresh: bool) -> Result<Value> {
+    fn http_cell(
+        &self,
+        imp: Impl,
+        addr: Ipv4Addr,
+        uid: u32,
+        path: &str,
+        count: u64,
+        fresh: bool,
+    ) -> Result<Value> {
         let inside = !(uid == DENIED_UID && imp.denied_outside_cgroup());
         let mut a = vec![
             timeout_for(uid),
@@ -467,7 +475,7 @@ impl Env {
                 g.apply(&pol)?;
                 g.attach(self.sb.cgroup_dir())?;
                 let d = Drainer::start(&mut g)?;
-                Active::Metaguard(g, d)
+                Active::Metaguard(Box::new(g), d)
             }
             Impl::Tc => Active::Bpf(Study::tc(&netns, vc, imds, 80, ALLOWED_UID)?),
             Impl::CgroupSkb => Active::Bpf(Study::cgroup_skb(
@@ -689,7 +697,10 @@ impl Env {
     fn header(&mut self) -> Result<()> {
         let uname = std::process::Command::new("uname").arg("-r").output()?;
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        say!(self, "hook study: the same policy at different hooks, measured in one run");
+        say!(
+            self,
+            "hook study: the same policy at different hooks, measured in one run"
+        );
         say!(
             self,
             "policy: only uid {ALLOWED_UID} may reach {}:80 (denied client: uid {DENIED_UID}); HTTP-level implementations also allow only GET {PATH_OK}",
@@ -800,10 +811,7 @@ impl Env {
             "allowed uid: GET of a refused path"
         );
         for imp in ALL {
-            let Some(c) = results
-                .get(&imp)
-                .and_then(|r| r.iter().flatten().next())
-            else {
+            let Some(c) = results.get(&imp).and_then(|r| r.iter().flatten().next()) else {
                 continue;
             };
             let cell = |k: &str| {
@@ -826,7 +834,9 @@ impl Env {
         say!(self, "== CPU time per program run (bpf_stats run_time_ns/run_cnt, median over rounds; runs per operation)");
         let mut prog_chart: Vec<(String, f64)> = Vec::new();
         for imp in ALL {
-            let Some(rs) = results.get(&imp) else { continue };
+            let Some(rs) = results.get(&imp) else {
+                continue;
+            };
             let mut by: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
             for c in rs.iter().flatten() {
                 for (name, ns, runs) in &c.prog {
@@ -836,7 +846,10 @@ impl Env {
                 }
             }
             for (name, (ns, runs)) in by {
-                let (n, r) = (median(&ns).unwrap_or(f64::NAN), median(&runs).unwrap_or(0.0));
+                let (n, r) = (
+                    median(&ns).unwrap_or(f64::NAN),
+                    median(&runs).unwrap_or(0.0),
+                );
                 say!(
                     self,
                     "{:<26} {:<44} {:>7.0} ns/run {:>6.2} runs/op",
@@ -846,7 +859,14 @@ impl Env {
                     r
                 );
                 if name.ends_with("/ connect prot") {
-                    prog_chart.push((format!("{}: {}", imp.label(), name.split(" / ").next().unwrap_or("")), n));
+                    prog_chart.push((
+                        format!(
+                            "{}: {}",
+                            imp.label(),
+                            name.split(" / ").next().unwrap_or("")
+                        ),
+                        n,
+                    ));
                 }
             }
         }
@@ -918,7 +938,10 @@ impl Env {
         let imds = addrs::IMDS_V4;
         // XDP: client veth (ingress of what the client receives) and the
         // metadata side (ingress of what the client sends).
-        for (side, ns, dev) in [("client veth", &cns, &vc), ("metadata-side veth", &mns, &vm)] {
+        for (side, ns, dev) in [
+            ("client veth", &cns, &vc),
+            ("metadata-side veth", &mns, &vm),
+        ] {
             let (x, mode) = Study::xdp(ns, dev, imds)?;
             let before = x.counters()?;
             let v = self.connect_cell(Impl::Xdp, imds, ALLOWED_UID, 100)?;
@@ -962,7 +985,11 @@ impl Env {
             let v = self.connect_cell(Impl::NftCgroup, imds, DENIED_UID, 20)?;
             drop(t);
             let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-            let mine = mine.lines().find(|l| l.starts_with("0::")).unwrap_or("?").to_string();
+            let mine = mine
+                .lines()
+                .find(|l| l.starts_with("0::"))
+                .unwrap_or("?")
+                .to_string();
             say!(
                 self,
                 "nft `socket cgroupv2 level 1 != \"<sandbox>\" reject`, 20 connects by a process outside the sandbox cgroup (cgroup2 entry {mine:?}): {} (a socket whose cgroup is shallower than the level named does not match at all: the negated rule lets it through; the measured nft cgroup rows use accept-then-reject instead)",
@@ -1001,7 +1028,10 @@ impl Env {
             .context("exe dir")?
             .join("metaguard-probe");
         if !probe.exists() {
-            bail!("{} missing (cargo build --release -p metaguard-probe)", probe.display());
+            bail!(
+                "{} missing (cargo build --release -p metaguard-probe)",
+                probe.display()
+            );
         }
         let (vc, vm) = self.sb.veth_names();
         let (vc, vm) = (vc.to_string(), vm.to_string());
@@ -1043,13 +1073,23 @@ impl Env {
                 };
                 match how {
                     "connect" | "dnat" => {
-                        let to = if how == "dnat" { addrs::UNPROTECTED_V4 } else { imds };
+                        let to = if how == "dnat" {
+                            addrs::UNPROTECTED_V4
+                        } else {
+                            imds
+                        };
                         self.connect_cell(imp, to, DENIED_UID, 1)?;
                     }
                     "raw-tcp-syn" => {
                         self.sb
                             .client(&probe)
-                            .args(["raw-tcp-syn", &imds.to_string(), "80", "--timeout-ms", "300"])
+                            .args([
+                                "raw-tcp-syn",
+                                &imds.to_string(),
+                                "80",
+                                "--timeout-ms",
+                                "300",
+                            ])
                             .output()?;
                     }
                     _ => {
@@ -1107,7 +1147,20 @@ impl Env {
         let lib = tls::library_path()?;
         let (cert, key) = (self.tmp.0.join("cert.pem"), self.tmp.0.join("key.pem"));
         let st = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=metadata", "-keyout"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=metadata",
+                "-keyout",
+            ])
             .arg(&key)
             .arg("-out")
             .arg(&cert)
@@ -1120,7 +1173,10 @@ impl Env {
         }
         let mns = PathBuf::from("/run/netns").join(self.sb.metadata_netns());
         let listener = bpf::in_netns(&mns, || {
-            Ok(std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, TLS_PORT))?)
+            Ok(std::net::TcpListener::bind((
+                Ipv4Addr::UNSPECIFIED,
+                TLS_PORT,
+            ))?)
         })?;
         let _server = tls::Server::start(
             listener,
@@ -1134,7 +1190,11 @@ impl Env {
         let mut seen = String::new();
         let mut version = String::new();
         for round in 0..self.cfg.rounds {
-            for with in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            for with in if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            } {
                 let mut child = self
                     .sb
                     .client(&self.bin)
@@ -1159,7 +1219,10 @@ impl Env {
                 if !line.starts_with("ready") {
                     let _ = child.kill();
                     let o = child.wait_with_output()?;
-                    bail!("TLS client did not start: {line:?} {}", String::from_utf8_lossy(&o.stderr));
+                    bail!(
+                        "TLS client did not start: {line:?} {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
                 }
                 let probe = if with {
                     Some(Study::ssl_write(&lib, child.id(), ALLOWED_UID)?)
@@ -1218,7 +1281,8 @@ impl Env {
             metaguard_common_max_rules(),
             metaguard_common_max_prefixes()
         );
-        let configs: [(usize, usize); 6] = [(1, 1), (100, 1), (256, 1), (1, 100), (1, 4096), (1, 10_000)];
+        let configs: [(usize, usize); 6] =
+            [(1, 1), (100, 1), (256, 1), (1, 100), (1, 4096), (1, 10_000)];
         let rounds = self.cfg.rounds.clamp(1, 3);
         let mut names = Vec::new();
         let mut allowed_ns = Vec::new();
@@ -1248,18 +1312,34 @@ impl Env {
                 addrs::IMDS_V4
             };
             for _ in 0..rounds {
-                let v = self.connect_cell(Impl::Metaguard, addrs::IMDS_V4, ALLOWED_UID, self.cfg.connects)?;
+                let v = self.connect_cell(
+                    Impl::Metaguard,
+                    addrs::IMDS_V4,
+                    ALLOWED_UID,
+                    self.cfg.connects,
+                )?;
                 lat.push(v["median_ns"].as_f64().unwrap_or(f64::NAN));
                 let _s = StatsSwitch::on();
                 let s0 = g.program_stats("connect4").unwrap_or((0, 0));
-                self.connect_cell(Impl::Metaguard, addrs::IMDS_V4, ALLOWED_UID, self.cfg.connects)?;
+                self.connect_cell(
+                    Impl::Metaguard,
+                    addrs::IMDS_V4,
+                    ALLOWED_UID,
+                    self.cfg.connects,
+                )?;
                 let s1 = g.program_stats("connect4").unwrap_or((0, 0));
-                let v = self.connect_cell(Impl::Metaguard, denied_to, DENIED_UID, self.cfg.denied)?;
+                let v =
+                    self.connect_cell(Impl::Metaguard, denied_to, DENIED_UID, self.cfg.denied)?;
                 if !v["outcomes"]["EPERM"].is_u64() {
                     bail!("{label}: denied connect to {denied_to} not refused: {v}");
                 }
                 let s2 = g.program_stats("connect4").unwrap_or((0, 0));
-                self.connect_cell(Impl::Metaguard, addrs::UNPROTECTED_V4, ALLOWED_UID, self.cfg.connects)?;
+                self.connect_cell(
+                    Impl::Metaguard,
+                    addrs::UNPROTECTED_V4,
+                    ALLOWED_UID,
+                    self.cfg.connects,
+                )?;
                 let s3 = g.program_stats("connect4").unwrap_or((0, 0));
                 a_ns.extend(per_run(s0, s1));
                 d_ns.extend(per_run(s1, s2));
@@ -1360,7 +1440,10 @@ pub fn metaguard_policy(http: bool, rules: usize, prefixes: usize) -> Result<pol
         );
     }
     for i in 1..rules {
-        s += &format!("[[allow]]\nname = \"filler-{i}\"\nusers = [{}]\n\n", 20000 + i);
+        s += &format!(
+            "[[allow]]\nname = \"filler-{i}\"\nusers = [{}]\n\n",
+            20000 + i
+        );
     }
     s += &format!("[[allow]]\nname = \"study-client\"\nusers = [{ALLOWED_UID}]\n");
     if http {
@@ -1410,7 +1493,10 @@ pub fn compare(a: &Path, b: &Path) -> Result<()> {
             within += 1;
         }
         worst = worst.max(ch);
-        println!("{k:<60} {va:>7.3} {vb:>7.3} {:>+7.1}%", (vb / va - 1.0) * 100.0);
+        println!(
+            "{k:<60} {va:>7.3} {vb:>7.3} {:>+7.1}%",
+            (vb / va - 1.0) * 100.0
+        );
     }
     println!(
         "{within} of {total} ratios within 10% between the runs; largest change {:.1}%",

@@ -8,7 +8,8 @@
 //! socket owner's uid), at the first request. (Scanning /proc/net/tcp
 //! instead walks the whole TCP hash table: milliseconds per lookup here.)
 //! Unknown callers are refused (deny by default).
-//! Exits when its stdin closes (the harness holds the other end).
+//! Exits when its stdin closes (the harness holds the other end); a line on
+//! stdin is answered with its CPU time so far.
 use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -42,6 +43,7 @@ pub fn run(rest: &[String]) -> Result<()> {
     std::io::stdout().flush()?;
     std::thread::spawn(|| {
         // The harness closes our stdin when the proxy cell ends.
+        // Each line asks for the proxy's CPU time so far (ns).
         let mut l = String::new();
         while std::io::stdin()
             .lock()
@@ -49,6 +51,8 @@ pub fn run(rest: &[String]) -> Result<()> {
             .is_ok_and(|n| n > 0)
         {
             l.clear();
+            println!("{}", crate::util::rusage_ns(libc::RUSAGE_SELF));
+            let _ = std::io::stdout().flush();
         }
         std::process::exit(0);
     });

@@ -140,3 +140,13 @@ pub fn get_request(path: &str, host: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hook-study\r\nAccept: */*\r\n\r\n")
         .into_bytes()
 }
+
+/// User + system CPU time of `who` (RUSAGE_SELF: every thread of this
+/// process, exited ones included; RUSAGE_CHILDREN: waited-for children), ns.
+pub fn rusage_ns(who: libc::c_int) -> u64 {
+    // SAFETY: ru is a valid out pointer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

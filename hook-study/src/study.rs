@@ -477,7 +477,6 @@ impl Env {
                 let o = k.wait_with_output()?;
                 let v = first_json(&o.stdout, &o.stderr)?;
                 ok += v["ok"].as_u64().unwrap_or(0);
-
                 start = start.min(v["start_ns"].as_u64().unwrap_or(u64::MAX));
                 end = end.max(v["end_ns"].as_u64().unwrap_or(0));
             }
@@ -804,7 +803,7 @@ impl Env {
                 &LAT_CELLS[..4],
             ),
             (
-                "== Short connections (connect, GET, close) from 4 processes on every CPU: CPU time per connection (client processes + proxy; median of 2 bursts), and wall-clock rate (best of 2 bursts; rate ratio < 1 = fewer per second)",
+                "== Short connections (connect, GET, close) from 4 processes on every CPU: CPU time per connection (clients + harness incl. fake service + proxy; median of 2 bursts), and wall-clock rate (best of 2 bursts; rate ratio < 1 = fewer per second)",
                 &LAT_CELLS[4..],
             ),
         ];
@@ -836,7 +835,10 @@ impl Env {
                     let base = series(Impl::None, key);
                     let m = median(&s);
                     let r = paired_ratio(&s, &base);
-                    chart.entry(key).or_default().push(r);
+                    chart
+                        .entry(key)
+                        .or_default()
+                        .push(r.map(|r| (r - 1.0) * 100.0));
                     if let Some(r) = r {
                         ratios.insert(format!("{} | {key}", imp.label()), r);
                     }
@@ -934,21 +936,21 @@ impl Env {
             std::fs::write(
                 dir.join("hook-study-latency.svg"),
                 svg::hbar(
-                    "Latency ratio to no filter (median of per-round ratios; 1.0 = free)",
-                    "x",
+                    "Latency overhead vs no filter, % (median of per-round ratios)",
+                    "%",
                     &cats,
                     &pick(&LAT_CELLS[..4]),
-                    Some(1.0),
+                    Some(0.0),
                 ),
             )?;
             std::fs::write(
                 dir.join("hook-study-throughput.svg"),
                 svg::hbar(
-                    "Short connections from 4 processes: ratio to no filter (time: > 1 slower; rate: < 1 fewer)",
-                    "x",
+                    "Short connections, 4 processes: change vs no filter, % (CPU: + = more; rate: - = fewer/s)",
+                    "%",
                     &cats,
                     &pick(&LAT_CELLS[4..]),
-                    Some(1.0),
+                    Some(0.0),
                 ),
             )?;
             let (names, vals): (Vec<String>, Vec<Option<f64>>) =

@@ -29,14 +29,19 @@ pub fn hbar(
     let plot_w = width - left - right;
     let group_h = bar_h * series.len() as f64 + gap;
     let height = top + group_h * categories.len() as f64 + 40.0 + 18.0 * series.len() as f64;
-    let max = series
-        .iter()
-        .flat_map(|s| s.values.iter().flatten().copied())
-        .chain(reference)
-        .fold(0.0f64, f64::max)
-        .max(1e-9)
-        * 1.08;
-    let x = |v: f64| left + plot_w * v / max;
+    let vals = || {
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().flatten().copied())
+            .chain(reference)
+    };
+    // The axis spans 0 and every value (negative values grow leftwards).
+    let max = vals().fold(0.0f64, f64::max);
+    let min = vals().fold(0.0f64, f64::min);
+    let pad = ((max - min) * 0.08).max(1e-9);
+    let (lo, hi) = (if min < 0.0 { min - pad } else { 0.0 }, max + pad);
+    let x = |v: f64| left + plot_w * (v - lo) / (hi - lo);
+    let zero = x(0.0);
     let mut o = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height:.0}\" viewBox=\"0 0 {width} {height:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" font-size=\"15\" font-weight=\"bold\" text-anchor=\"middle\">{}</text>\n",
         width / 2.0,
@@ -54,12 +59,13 @@ pub fn hbar(
             let y = y0 + bar_h * si as f64;
             match s.values.get(ci).copied().flatten() {
                 Some(v) => {
+                    let (a, b) = (zero.min(x(v)), zero.max(x(v)));
                     o += &format!(
-                        "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>\n",
-                        (x(v) - left).max(0.5),
+                        "<rect x=\"{a:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>\n",
+                        (b - a).max(0.5),
                         bar_h - 2.0,
                         COLORS[si % COLORS.len()],
-                        x(v) + 4.0,
+                        b + 4.0,
                         y + bar_h - 4.0,
                         fmt_val(v, unit)
                     );
@@ -76,7 +82,7 @@ pub fn hbar(
     }
     let bottom = top + group_h * categories.len() as f64;
     o += &format!(
-        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{bottom:.1}\" stroke=\"black\"/>\n"
+        "<line x1=\"{zero:.1}\" y1=\"{top}\" x2=\"{zero:.1}\" y2=\"{bottom:.1}\" stroke=\"black\"/>\n"
     );
     if let Some(r) = reference {
         o += &format!(
@@ -104,6 +110,7 @@ fn fmt_val(v: f64, unit: &str) -> String {
         "x" => format!("{v:.2}x"),
         "ns" => format!("{v:.0} ns"),
         "us" => format!("{v:.1} µs"),
+        "%" => format!("{v:+.1}%"),
         "conn/s" => format!("{v:.0}/s"),
         u => format!("{v:.2} {u}"),
     }
@@ -125,6 +132,17 @@ mod tests {
             }],
             Some(1.0),
         );
+        let neg = hbar(
+            "t",
+            "%",
+            &["a".into()],
+            &[Series {
+                name: "overhead".into(),
+                values: vec![Some(-5.0)],
+            }],
+            Some(0.0),
+        );
+        assert!(neg.contains("-5.0%"));
         assert!(s.starts_with("<svg"));
         assert!(s.contains("t &lt;1&gt;"));
         assert!(s.contains("1.50x"));

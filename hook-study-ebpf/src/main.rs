@@ -52,6 +52,10 @@ mod programs {
     const SSL_GET: u32 = 9;
     const SSL_TOTAL: u32 = 10;
     const SSL_UID_ALLOWED: u32 = 11;
+    /// Frames to the protected address that open something: TCP SYN
+    /// without ACK, or UDP (the bypass oracle; stray ACKs and FINs of
+    /// earlier connections do not count).
+    const XDP_NEW_TO_PROTECTED: u32 = 12;
 
     #[map]
     static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(16, 0);
@@ -179,6 +183,15 @@ mod programs {
         let a = prot_addr();
         if h[16] == a[0] && h[17] == a[1] && h[18] == a[2] && h[19] == a[3] {
             bump(XDP_TO_PROTECTED);
+            if h[9] == IPPROTO_UDP || h[9] != IPPROTO_TCP || h[0] != 0x45 {
+                // UDP, other protocols and IP options: counted (conservative).
+                bump(XDP_NEW_TO_PROTECTED);
+            } else if start + ETH_HLEN + 20 + 14 <= end {
+                let flags = unsafe { *((start + ETH_HLEN + 20 + 13) as *const u8) };
+                if flags & 0x02 != 0 && flags & 0x10 == 0 {
+                    bump(XDP_NEW_TO_PROTECTED);
+                }
+            }
         }
         if h[12] == a[0] && h[13] == a[1] && h[14] == a[2] && h[15] == a[3] {
             bump(XDP_FROM_PROTECTED);

@@ -29,6 +29,7 @@ pub const XDP_TOTAL: usize = 8;
 pub const SSL_GET: usize = 9;
 pub const SSL_TOTAL: usize = 10;
 pub const SSL_UID_ALLOWED: usize = 11;
+pub const XDP_NEW_TO_PROTECTED: usize = 12;
 
 /// One loaded copy of the object, with the policy in its globals.
 pub struct Study {

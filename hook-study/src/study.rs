@@ -772,6 +772,7 @@ impl Env {
 
     fn footer(&mut self) -> Result<()> {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        say!(self, "");
         say!(self, "load average at end: {}", load.trim());
         Ok(())
     }
@@ -1110,7 +1111,7 @@ impl Env {
             let active = self.activate(imp)?;
             let mut row = format!("{:<26}", imp.label());
             for (_, how) in attacks {
-                let before = oracle.counters()?[bpf::XDP_TO_PROTECTED];
+                let before = oracle.counters()?[bpf::XDP_NEW_TO_PROTECTED];
                 let _dnat = if how == "dnat" {
                     Some(Nft::load(
                         &self.sb,
@@ -1165,11 +1166,11 @@ impl Env {
                     }
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                let arrived = oracle.counters()?[bpf::XDP_TO_PROTECTED] - before;
+                let arrived = oracle.counters()?[bpf::XDP_NEW_TO_PROTECTED] - before;
                 row += &format!(
                     " | {:<40}",
                     if arrived > 0 {
-                        format!("REACHED ({arrived} frames)")
+                        format!("REACHED ({arrived} SYN/UDP)")
                     } else {
                         "stopped".to_string()
                     }
@@ -1181,7 +1182,7 @@ impl Env {
         say!(self, "");
         say!(
             self,
-            "== Bypass matrix: did anything reach {imds}:80? (oracle: XDP frame counter on the metadata side; 'root' has CAP_NET_RAW; no filter = control)"
+            "== Bypass matrix: did anything reach {imds}:80? (oracle: XDP on the metadata side counts TCP SYNs and UDP datagrams to it; 'root' has CAP_NET_RAW; no filter = control)"
         );
         let mut head = format!("{:<26}", "implementation");
         for (name, _) in attacks {
@@ -1191,6 +1192,7 @@ impl Env {
         for l in lines {
             say!(self, "{l}");
         }
+        say!(self, "");
         Ok(())
     }
 

@@ -95,6 +95,42 @@ pub struct Encoded {
 }
 
 /// The map entries of `policy` as generation `generation`, in `slot`.
+/// What of `enc` does not fit the kernel maps (per policy slot), one line
+/// per map: such a policy is refused as a whole, by `check` and `reload`
+/// alike, rather than half written.
+pub fn capacity_problems(enc: &Encoded) -> Vec<String> {
+    use metaguard_common::maps::{
+        MAX_DESTS, MAX_EXES, MAX_HTTP_RULES, MAX_PORT_ENTRIES, MAX_PREFIXES, MAX_SUBJECTS,
+    };
+    let checks = [
+        (
+            "protected prefixes (distinct addresses and networks)",
+            enc.prefixes.len(),
+            MAX_PREFIXES,
+        ),
+        ("prefix-and-port entries", enc.ports.len(), MAX_PORT_ENTRIES),
+        (
+            "single-address-and-port entries",
+            enc.dests.len(),
+            MAX_DESTS,
+        ),
+        ("executables", enc.exes.len(), MAX_EXES),
+        ("users", enc.uids.len(), MAX_SUBJECTS),
+        ("groups", enc.gids.len(), MAX_SUBJECTS),
+        ("cgroups", enc.cgroups.len(), MAX_SUBJECTS),
+        (
+            "http request patterns",
+            enc.http_rules.len(),
+            MAX_HTTP_RULES,
+        ),
+    ];
+    checks
+        .iter()
+        .filter(|(_, n, max)| *n > *max as usize)
+        .map(|(what, n, max)| format!("the policy needs {n} {what}; metaguard holds at most {max}"))
+        .collect()
+}
+
 pub fn encode(policy: &Policy, generation: u32, slot: u32) -> Encoded {
     let mut out = Encoded::default();
     encode_destinations(policy, slot, &mut out);
@@ -739,5 +775,22 @@ mod tests {
             e
         };
         assert_eq!(strip(a), strip(b));
+    }
+
+    #[test]
+    fn capacity_is_checked_per_map() {
+        let nets: Vec<String> = (0..(metaguard_common::maps::MAX_PREFIXES + 1))
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        let refs: Vec<&str> = nets.iter().map(|s| s.as_str()).collect();
+        let big = policy(vec![endpoint("big", &refs, None, Mode::Enforce)], vec![]);
+        let problems = capacity_problems(&encode(&big, 1, 0));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("protected prefixes"), "{problems:?}");
+        let small = policy(
+            vec![endpoint("small", &refs[..10], None, Mode::Enforce)],
+            vec![],
+        );
+        assert!(capacity_problems(&encode(&small, 1, 0)).is_empty());
     }
 }

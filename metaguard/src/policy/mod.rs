@@ -217,7 +217,18 @@ pub fn load_bytes(path: &Path) -> Result<(Policy, Vec<u8>), PolicyErrors> {
 /// Parses, checks and resolves policy text; `path` names it in errors and
 /// becomes [`Policy::source`].
 pub fn parse_str(src: &str, path: &Path) -> Result<Policy, PolicyErrors> {
-    compile::compile(src, path)
+    let policy = compile::compile(src, path)?;
+    let problems =
+        crate::loader::encode::capacity_problems(&crate::loader::encode::encode(&policy, 1, 0));
+    if !problems.is_empty() {
+        return Err(PolicyErrors::new(
+            problems
+                .into_iter()
+                .map(|m| PolicyError::file(path, m))
+                .collect(),
+        ));
+    }
+    Ok(policy)
 }
 
 impl Policy {

@@ -142,6 +142,8 @@ struct RequestIn {
     path: String,
     #[serde(default)]
     imds: Option<String>,
+    #[serde(default)]
+    path_truncated: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +225,10 @@ struct RuleObs {
     /// `None` stands for "path unknown" (the cgroup had gone when the event was read).
     cgroups: BTreeSet<Option<String>>,
     http: BTreeSet<(String, String)>,
+    /// Requests whose path cannot be written as a pattern that matches just
+    /// it: truncated in the event, or holding a literal `*` (which a
+    /// pattern would read as a wildcard).
+    http_unusable: BTreeSet<(String, String)>,
     imds: BTreeMap<String, u64>,
 }
 
@@ -353,7 +359,11 @@ fn observe(inp: &mut Input, o: Observation) -> Option<String> {
     r.hooks.insert(o.hook);
     r.cgroups.insert(o.cgroup.path);
     if let Some(req) = o.request {
-        r.http.insert((req.method, req.path));
+        if req.path_truncated || req.path.contains('*') || !exact_pattern(&req.method, &req.path) {
+            r.http_unusable.insert((req.method, req.path));
+        } else {
+            r.http.insert((req.method, req.path));
+        }
         let v = req.imds.unwrap_or_else(|| "none".into());
         *r.imds.entry(v).or_default() += 1;
     }
@@ -388,6 +398,21 @@ pub fn collapse_http(seen: &BTreeSet<(String, String)>) -> (Vec<(String, String)
         }
     }
     (out.into_iter().collect(), notes)
+}
+
+/// Whether `method` `path` written as an `http` entry matches exactly that
+/// request: a method token the policy accepts and a path already in the
+/// canonical form the policy requires.
+fn exact_pattern(method: &str, path: &str) -> bool {
+    use metaguard_common::http::canonical_pattern;
+    let method_ok = !method.is_empty()
+        && method.len() <= 16
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    method_ok
+        && matches!(canonical_pattern(path.as_bytes()),
+            Ok((buf, len, false)) if &buf[..len] == path.as_bytes())
 }
 
 /// "/a/b/c" → "/a/b"; "/a" → "" (so the collapsed form is "/*").
@@ -761,13 +786,13 @@ pub fn learn(
             )),
         }
 
-        if !obs.http.is_empty() {
+        if !obs.http.is_empty() || !obs.http_unusable.is_empty() {
             let (entries, collapsed) = collapse_http(&obs.http);
             notes.extend(collapsed);
             let imds: Vec<String> = obs.imds.iter().map(|(v, n)| format!("{n} {v}")).collect();
             notes.push(format!(
-                "HTTP requests seen ({} distinct; IMDS versions: {}); this version's policy has no `http` key, so they are listed commented out",
-                obs.http.len(),
+                "HTTP requests seen ({} distinct; IMDS versions: {}): `http` allows exactly these on its connections (delete it to allow any request)",
+                obs.http.len() + obs.http_unusable.len(),
                 imds.join(", ")
             ));
             if obs.imds.contains_key("v1") {
@@ -775,11 +800,22 @@ pub fn learn(
                     "IMDSv1 requests were seen: consider requiring IMDSv2 (session tokens)".into(),
                 );
             }
-            lines.push("# http = [".into());
-            for (m, p) in entries {
-                lines.push(format!("#   {{ method = {}, path = {} }},", q(&m), q(&p)));
+            if !entries.is_empty() {
+                lines.push("http = [".into());
+                for (m, p) in entries {
+                    lines.push(format!("  {{ method = {}, path = {} }},", q(&m), q(&p)));
+                }
+                lines.push("]".into());
             }
-            lines.push("# ]".into());
+            if !obs.http_unusable.is_empty() {
+                notes.push(format!(
+                    "{} request(s) cannot be written as a pattern (path truncated in the event, not canonical, or with a literal *): listed commented out",
+                    obs.http_unusable.len()
+                ));
+                for (m, p) in &obs.http_unusable {
+                    lines.push(format!("#   {{ method = {}, path = {} }}", q(m), q(p)));
+                }
+            }
         }
 
         // A rule the compiler would refuse is proposed commented out.

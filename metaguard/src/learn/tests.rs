@@ -333,11 +333,11 @@ fn http_requests_are_listed_deduplicated_and_collapsed() {
     let l = learn(&lines.join("\n"), "ev.jsonl", None).unwrap();
     assert_eq!(l.stats.requests, 3 + COLLAPSE_AT);
     let t = &l.toml;
-    let want = "# http = [\n\
-                #   { method = \"GET\", path = \"/latest/meta-data/iam/*\" },\n\
-                #   { method = \"GET\", path = \"/latest/meta-data/instance-id\" },\n\
-                #   { method = \"PUT\", path = \"/latest/api/token\" },\n\
-                # ]\n";
+    let want = "http = [\n\
+                \x20 { method = \"GET\", path = \"/latest/meta-data/iam/*\" },\n\
+                \x20 { method = \"GET\", path = \"/latest/meta-data/instance-id\" },\n\
+                \x20 { method = \"PUT\", path = \"/latest/api/token\" },\n\
+                ]\n";
     assert!(t.contains(want), "{t}");
     assert!(t.contains("8 distinct GET paths under /latest/meta-data/iam/ collapsed into /latest/meta-data/iam/*"), "{t}");
     assert!(t.contains("IMDS versions: 1 none, 8 v1, 2 v2"), "{t}");
@@ -573,4 +573,61 @@ fn malformed_lines_are_reported_and_nothing_to_learn_is_an_error() {
         ),
         Err(LearnError::NothingToLearn { .. })
     ));
+}
+
+#[test]
+fn requests_that_are_no_exact_pattern_are_only_listed_in_comments() {
+    let mut truncated: serde_json::Value = serde_json::from_str(&request(
+        "2026-11-29T03:40:12Z",
+        SH,
+        0,
+        "GET",
+        "/latest/meta-data/a-very-long-path",
+        None,
+    ))
+    .unwrap();
+    truncated["request"]["path_truncated"] = true.into();
+    let lines = [
+        request(
+            "2026-11-29T03:40:12Z",
+            SH,
+            0,
+            "GET",
+            "/latest/meta-data/instance-id",
+            None,
+        ),
+        // A literal `*` would become a wildcard; `//` is not canonical.
+        request("2026-11-29T03:40:12Z", SH, 0, "GET", "/latest/*", None),
+        request("2026-11-29T03:40:12Z", SH, 0, "GET", "/a//b", None),
+        truncated.to_string(),
+    ];
+    let l = learn(&lines.join("\n"), "ev.jsonl", None).unwrap();
+    let t = &l.toml;
+    assert!(
+        t.contains(
+            "http = [\n  { method = \"GET\", path = \"/latest/meta-data/instance-id\" },\n]\n"
+        ),
+        "{t}"
+    );
+    for p in ["/latest/*", "/a//b", "/latest/meta-data/a-very-long-path"] {
+        assert!(
+            t.contains(&format!("#   {{ method = \"GET\", path = \"{p}\" }}")),
+            "{p} listed commented out: {t}"
+        );
+    }
+    assert!(
+        t.contains("3 request(s) cannot be written as a pattern"),
+        "{t}"
+    );
+    let p = compile(t);
+    let rule = p
+        .rules
+        .iter()
+        .find(|r| r.name.contains("sh"))
+        .expect("the sh rule");
+    assert_eq!(
+        rule.http.as_ref().map(|h| h.len()),
+        Some(1),
+        "only the exact request is allowed"
+    );
 }

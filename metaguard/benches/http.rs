@@ -8,40 +8,15 @@
 //! (or scripts/bench.sh). Traffic goes only to the sandbox's namespaces.
 mod support;
 
-use std::path::Path;
-
-use metaguard::{demo::TempDir, loader::Guard, policy};
-use metaguard_sandbox::{addrs, Sandbox};
+use metaguard::{demo::TempDir, loader::Guard};
+use metaguard_sandbox::Sandbox;
 use support::{
-    blocks, median, median_ratio, per_run, pin_cpu, probe, prog_stats, ratio_iqr, Drainer,
-    StatsSwitch,
+    blocks, keepalive_median, median, median_ratio, per_run, pin_cpu, probe, probe_policy,
+    prog_stats, ratio_iqr, Drainer, StatsSwitch,
 };
 
 const REQUESTS: u32 = 1000;
 const PATH: &str = "/latest/meta-data/instance-id";
-
-/// Median round trip (ns) of keep-alive GETs on one connection, from a
-/// client in `cgroup`.
-fn keepalive_median(sb: &Sandbox, cgroup: &Path, probe: &Path) -> f64 {
-    let out = sb
-        .client_in(probe, cgroup)
-        .unwrap()
-        .args([
-            "http-loop",
-            &addrs::IMDS_V4.to_string(),
-            "80",
-            "--path",
-            PATH,
-            "--count",
-            &REQUESTS.to_string(),
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
-    assert!(out.status.success(), "http-loop failed: {v}");
-    v["median_ns"].as_f64().unwrap()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -54,23 +29,11 @@ fn main() {
     let cpu = pin_cpu();
     let probe = probe();
     let tmp = TempDir::new("bench-http").unwrap();
-    let endpoint =
-        "[[endpoint]]\nname = \"aws-imds\"\naddresses = [\"169.254.169.254/32\"]\nports = [80]\n\n";
-    let load = |name: &str, rule_extra: &str| {
-        let p = tmp.0.join(name);
-        std::fs::write(
-            &p,
-            format!(
-                "{endpoint}[[allow]]\nname = \"probe\"\nexe = \"{}\"\n{rule_extra}",
-                probe.display()
-            ),
-        )
-        .unwrap();
-        policy::load(&p).expect("bench policy")
-    };
-    let connect_only = load("connect.toml", "");
-    let http = load(
+    let connect_only = probe_policy(&tmp.0, "connect.toml", &probe, "");
+    let http = probe_policy(
+        &tmp.0,
         "http.toml",
+        &probe,
         &format!("http = [{{ method = \"GET\", path = \"{PATH}\" }}]\n"),
     );
     let sb = Sandbox::create("bench-http").unwrap();
@@ -100,7 +63,7 @@ fn main() {
     for block in 0..n {
         for i in 0..3 {
             let cell = (i + block) % 3;
-            rt[cell].push(keepalive_median(&sb, cells[cell], &probe));
+            rt[cell].push(keepalive_median(&sb, cells[cell], &probe, PATH, REQUESTS));
         }
     }
     // Then the sk_msg program's run time per message, with bpf_stats on.
@@ -108,10 +71,10 @@ fn main() {
     let stats = StatsSwitch::on();
     for _ in 0..5 {
         let s0 = prog_stats(&conn_guard, "msg_sender");
-        keepalive_median(&sb, &conn_cg, &probe);
+        keepalive_median(&sb, &conn_cg, &probe, PATH, REQUESTS);
         conn_ns.push(per_run(s0, prog_stats(&conn_guard, "msg_sender")));
         let s0 = prog_stats(&http_guard, "msg_sender");
-        keepalive_median(&sb, &http_cg, &probe);
+        keepalive_median(&sb, &http_cg, &probe, PATH, REQUESTS);
         req_ns.push(per_run(s0, prog_stats(&http_guard, "msg_sender")));
     }
     drop(stats);

@@ -9,44 +9,19 @@
 //! (or scripts/bench.sh). Traffic goes only to the sandbox's namespaces.
 mod support;
 
-use std::path::Path;
-
-use metaguard::{demo::TempDir, loader::Guard, policy};
-use metaguard_sandbox::{addrs, fake_imds::responses::AWS_ROLE, Sandbox};
+use metaguard::{demo::TempDir, loader::Guard};
+use metaguard_sandbox::{fake_imds::responses::AWS_ROLE, Sandbox};
 use support::{
-    blocks, median, median_ratio, per_run, pin_cpu, probe, prog_stats, ratio_iqr, Drainer,
-    StatsSwitch,
+    blocks, keepalive_median, median, median_ratio, per_run, pin_cpu, probe, probe_policy,
+    prog_stats, ratio_iqr, Drainer, StatsSwitch,
 };
 
-const REQUESTS: &str = "1000";
+const REQUESTS: u32 = 1000;
 
 /// The credentials (`METAGUARD_BENCH_PATH` fetches another path instead).
 fn creds_path() -> String {
     std::env::var("METAGUARD_BENCH_PATH")
         .unwrap_or_else(|_| format!("/latest/meta-data/iam/security-credentials/{AWS_ROLE}"))
-}
-
-/// Median round trip (ns) of keep-alive credential fetches on one
-/// connection, from a client in `cgroup`.
-fn keepalive_median(sb: &Sandbox, cgroup: &Path, probe: &Path) -> f64 {
-    let out = sb
-        .client_in(probe, cgroup)
-        .unwrap()
-        .args([
-            "http-loop",
-            &addrs::IMDS_V4.to_string(),
-            "80",
-            "--path",
-            &creds_path(),
-            "--count",
-            REQUESTS,
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
-    assert!(out.status.success(), "http-loop failed: {v}");
-    v["median_ns"].as_f64().unwrap()
 }
 
 fn main() {
@@ -60,25 +35,17 @@ fn main() {
     let cpu = pin_cpu();
     let probe = probe();
     let tmp = TempDir::new("bench-redact").unwrap();
-    let endpoint =
-        "[[endpoint]]\nname = \"aws-imds\"\naddresses = [\"169.254.169.254/32\"]\nports = [80]\n\n";
-    let load = |name: &str, rule_extra: &str| {
-        let p = tmp.0.join(name);
-        std::fs::write(
-            &p,
-            format!(
-                "{endpoint}[[allow]]\nname = \"probe\"\nexe = \"{}\"\n{rule_extra}",
-                probe.display()
-            ),
-        )
-        .unwrap();
-        policy::load(&p).expect("bench policy")
-    };
-    let plain = load("plain.toml", "");
+    let plain = probe_policy(&tmp.0, "plain.toml", &probe, "");
+    let path = creds_path();
     // METAGUARD_BENCH_SHAPE redacts another shape (e.g. one the answer
     // does not hold: the scan without writes).
     let shape = std::env::var("METAGUARD_BENCH_SHAPE").unwrap_or("aws-credentials".into());
-    let redacting = load("redact.toml", &format!("redact = [\"{shape}\"]\n"));
+    let redacting = probe_policy(
+        &tmp.0,
+        "redact.toml",
+        &probe,
+        &format!("redact = [\"{shape}\"]\n"),
+    );
     let sb = Sandbox::create("bench-redact").unwrap();
     // Two guarded cgroups side by side, one per policy, each with its guard
     // attached for the whole run; blocks alternate between them.
@@ -102,19 +69,19 @@ fn main() {
         let order = if block % 2 == 0 { [0, 1] } else { [1, 0] };
         for cell in order {
             if cell == 0 {
-                without.push(keepalive_median(&sb, &plain_cg, &probe));
+                without.push(keepalive_median(&sb, &plain_cg, &probe, &path, REQUESTS));
             } else {
-                with.push(keepalive_median(&sb, &redact_cg, &probe));
+                with.push(keepalive_median(&sb, &redact_cg, &probe, &path, REQUESTS));
             }
         }
     }
     // The verdict program's run time, with bpf_stats on.
     let (mut verdict_ns, mut runs_per_fetch) = (vec![], vec![]);
-    let count: f64 = REQUESTS.parse().unwrap();
+    let count = REQUESTS as f64;
     let stats = StatsSwitch::on();
     for _ in 0..5 {
         let s0 = prog_stats(&redact_guard, "redact_verdict");
-        keepalive_median(&sb, &redact_cg, &probe);
+        keepalive_median(&sb, &redact_cg, &probe, &path, REQUESTS);
         let s1 = prog_stats(&redact_guard, "redact_verdict");
         verdict_ns.push(per_run(s0, s1));
         runs_per_fetch.push((s1.1 - s0.1) as f64 / count);
@@ -129,7 +96,7 @@ fn main() {
     let (a, b) = (median(&mut without), median(&mut with));
     println!(
         "metaguard redaction benchmark: {n} blocks x {REQUESTS} keep-alive GET {} per cell, both cgroups side by side ({cpu}); the ratio is the median of per-block ratios",
-        creds_path()
+        path
     );
     println!("{:<52} {:>12} {:>10}", "setup", "round trip", "ratio");
     println!(

@@ -1,16 +1,18 @@
 //! Pieces the benchmarks share: bpf_stats switch, probe path, medians,
-//! program run-time counters, and an event drainer.
+//! program run-time counters, an event drainer, the one-rule policies and
+//! the keep-alive client run.
 #![allow(dead_code)]
 use std::{
     os::fd::{AsRawFd as _, BorrowedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
 };
 
-use metaguard::loader::Guard;
+use metaguard::{loader::Guard, policy::Policy};
+use metaguard_sandbox::{addrs, Sandbox};
 
 /// Turns `kernel.bpf_stats_enabled` on; restores it on drop.
 pub struct StatsSwitch(String);
@@ -128,4 +130,42 @@ pub fn ratio_iqr(guarded: &[f64], plain: &[f64]) -> (f64, f64) {
     let mut r: Vec<f64> = guarded.iter().zip(plain).map(|(g, p)| g / p).collect();
     r.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (r[r.len() / 4], r[(3 * r.len()) / 4])
+}
+
+/// A policy protecting 169.254.169.254:80 with one rule allowing `probe`,
+/// plus `rule_extra` lines in that rule; written to `dir/name` and loaded.
+pub fn probe_policy(dir: &Path, name: &str, probe: &Path, rule_extra: &str) -> Policy {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "[[endpoint]]\nname = \"aws-imds\"\naddresses = [\"169.254.169.254/32\"]\nports = [80]\n\n[[allow]]\nname = \"probe\"\nexe = \"{}\"\n{rule_extra}",
+            probe.display()
+        ),
+    )
+    .unwrap();
+    metaguard::policy::load(&p).expect("bench policy")
+}
+
+/// Median round trip (ns) of `count` keep-alive GETs of `path` on one
+/// connection to the metadata address, from a client in `cgroup`.
+pub fn keepalive_median(sb: &Sandbox, cgroup: &Path, probe: &Path, path: &str, count: u32) -> f64 {
+    let out = sb
+        .client_in(probe, cgroup)
+        .unwrap()
+        .args([
+            "http-loop",
+            &addrs::IMDS_V4.to_string(),
+            "80",
+            "--path",
+            path,
+            "--count",
+            &count.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert!(out.status.success(), "http-loop failed: {v}");
+    v["median_ns"].as_f64().unwrap()
 }

@@ -380,7 +380,9 @@ fn start_service(netns: PathBuf) -> Result<FakeImds> {
 fn bind_service_sockets() -> Result<(Vec<TcpListener>, Vec<UdpSocket>)> {
     let (mut tcp, mut udp) = (Vec::new(), Vec::new());
     for port in addrs::PORTS {
-        tcp.push(TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).context("bind TCP v4")?);
+        let v4 = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).context("bind TCP v4")?;
+        sys::deep_backlog(&v4).context("listen TCP v4")?;
+        tcp.push(v4);
         tcp.push(
             sys::tcp_listen_v6only(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))
                 .context("bind TCP v6")?,

@@ -107,11 +107,37 @@ pub fn tcp_listen_v6only(addr: SocketAddrV6) -> io::Result<TcpListener> {
     {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: sock is a bound stream socket.
-    if unsafe { libc::listen(sock.as_raw_fd(), 128) } != 0 {
+    let l = TcpListener::from(sock);
+    deep_backlog(&l)?;
+    Ok(l)
+}
+
+/// Listen again with a backlog a benchmark's burst of connects cannot fill
+/// (the netns's somaxconn caps it): a full accept queue drops SYNs, and each
+/// drop costs the client a one-second retransmit.
+pub fn deep_backlog(l: &TcpListener) -> io::Result<()> {
+    // SAFETY: l is a bound stream socket; listen on a listening socket only
+    // changes its backlog.
+    if unsafe { libc::listen(l.as_raw_fd(), 4096) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(TcpListener::from(sock))
+    Ok(())
+}
+
+/// True when the peer of a just-accepted connection has already closed it
+/// without sending anything (a connect+close), so nothing is left to serve.
+pub fn closed_unused(s: &std::net::TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: b is a valid 1-byte buffer; MSG_PEEK leaves the data queued.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
 }
 
 fn setsockopt_int(sock: &OwnedFd, level: i32, name: i32, val: libc::c_int) -> io::Result<()> {

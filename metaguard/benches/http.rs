@@ -39,7 +39,8 @@ fn main() {
     let sb = Sandbox::create("bench-http").unwrap();
     // Three cgroups side by side: the sandbox's own (no guard), one guarded
     // by a rule without `http`, one by a rule with it.
-    let plain = sb.cgroup_dir().to_path_buf();
+    // Siblings at one depth, so only the guards differ.
+    let plain = sb.child_cgroup("plain").unwrap();
     let (conn_cg, http_cg) = (
         sb.child_cgroup("connect").unwrap(),
         sb.child_cgroup("http").unwrap(),

@@ -175,6 +175,12 @@ fn accept_all(shared: &Arc<Shared>, listener: &TcpListener) {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
+                // Connect+close loops leave many of these: count them, but
+                // spare a thread for a connection with nothing to serve.
+                if crate::sys::closed_unused(&stream) {
+                    lock(&shared.log).connections += 1;
+                    continue;
+                }
                 if let Err(e) = spawn_conn(shared, stream, peer) {
                     eprintln!("metaguard-sandbox: fake IMDS cannot serve {peer}: {e}");
                 }

@@ -345,9 +345,6 @@ pub struct ConnState {
     /// Non-zero while the rest of a message after an allowed request is
     /// being judged (the kernel re-runs the program on it).
     pub rest_of_message: u32,
-    /// The connection's id in events: the sock_ops socket cookie, written
-    /// when the connection is established.
-    pub id: u64,
 }
 
 /// Capacity of `HTTP_RULES`.

@@ -35,6 +35,9 @@ pub struct KernelOffsets {
     pub task_start_boottime: u32,
     /// `tcp_sock.fastopen_req` (set while a Fast Open send connects)
     pub tcp_fastopen_req: u32,
+    /// `sock_common.skc_cookie` seen from a `tcp_sock` (the socket cookie,
+    /// which sk_msg programs cannot ask for with the helper)
+    pub tcp_sock_cookie: u32,
     /// Non-zero once filled in by the daemon; programs refuse to guess.
     pub valid: u32,
 }

@@ -175,7 +175,7 @@ pub fn check(ctx: &SkMsgContext, s: &Sender) -> u32 {
     if st.is_null() {
         return DROP;
     }
-    let cookie = unsafe { (*st).id };
+    let cookie = crate::sockets::msg_cookie(ctx);
     let rest_of_message = unsafe { core::mem::replace(&mut (*st).rest_of_message, 0) } != 0;
     // Body bytes of an allowed request pass by count.
     {

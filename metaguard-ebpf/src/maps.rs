@@ -140,6 +140,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     group_info_gid: 0,
     task_start_boottime: 0,
     tcp_fastopen_req: 0,
+    tcp_sock_cookie: 0,
     valid: 0,
 };
 

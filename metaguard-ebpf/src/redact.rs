@@ -19,7 +19,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, sk_action},
     btf_maps::{Array, LruHashMap, SockHash},
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_loop, bpf_sk_storage_get, bpf_skb_load_bytes,
+        bpf_get_socket_cookie, bpf_loop, bpf_skb_load_bytes,
         bpf_skb_store_bytes,
     },
     macros::btf_map,
@@ -28,12 +28,12 @@ use aya_ebpf::{
 use metaguard_common::{
     decide::{Action, Reason},
     event::{AggKey, Hook, EVENT_REDACT},
-    maps::{ConnState, Protected, MAX_PROTECTED_SOCKS},
+    maps::{Protected, MAX_PROTECTED_SOCKS},
     redact::{RedactTable, Scanner, FILLER, RUN, SHAPES_ALL, SHAPE_CUT},
     ruleset::{RuleSet, MAX_RULES, RULE_WORDS},
 };
 
-use crate::{emit::emit, guard::Sender, maps::HTTP_CONNS};
+use crate::{emit::emit, guard::Sender};
 
 /// Connections whose answers are scanned, by socket cookie.
 pub const MAX_REDACT_CONNS: u32 = 16384;
@@ -149,27 +149,9 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
     } else {
         0
     };
-    // sk_msg programs cannot read the cookie: sock_ops left it in the
-    // connection's socket storage. No storage: not a connection that can
-    // redact (cookie 0 is never a socket's).
-    let cookie = unsafe {
-        let sk = (*ctx.msg).__bindgen_anon_3.sk;
-        let st = if sk.is_null() {
-            core::ptr::null_mut()
-        } else {
-            bpf_sk_storage_get(
-                core::ptr::addr_of!(HTTP_CONNS) as *mut c_void,
-                sk.cast(),
-                core::ptr::null_mut(),
-                0,
-            ) as *mut ConnState
-        };
-        if st.is_null() {
-            0
-        } else {
-            (*st).id
-        }
-    };
+    // No readable cookie (0 is never a socket's): not a connection that
+    // can redact.
+    let cookie = crate::sockets::msg_cookie(ctx);
     let Some(c) = REDACT_CONNS.get_ptr_mut(&cookie) else {
         if need != 0 {
             refuse(s, cookie, Reason::RedactUnavailable);

@@ -9,22 +9,20 @@
 //! its sends fail (EACCES) and nothing reaches the service.
 use aya_ebpf::{
     bindings::{
-        sk_action::SK_DROP, sk_action::SK_PASS, BPF_ANY, BPF_SK_STORAGE_GET_F_CREATE,
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        sk_action::SK_DROP, sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
     },
-    helpers::generated::{bpf_get_socket_cookie, bpf_sk_storage_get},
+    helpers::generated::{bpf_get_socket_cookie, bpf_skc_to_tcp_sock},
     programs::{SkMsgContext, SockOpsContext},
 };
 use metaguard_common::{
     addr::{key_from_v4_raw, key_from_v6_raw, port_from_remote_port},
     decide::Action,
-    maps::ConnState,
 };
 
 use crate::{
     guard::{config, protected_at, sender, Sender},
     http,
-    maps::{HTTP_CONNS, PROTECTED_SOCKS},
+    maps::{offsets, PROTECTED_SOCKS},
     redact::{self, REDACT_SOCKS},
 };
 
@@ -82,22 +80,11 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let Some(found) = protected_at(key, port) else {
         return SOCK_OPS_OK;
     };
+    // Also fixes the socket's cookie, which `msg_cookie` reads later. The
+    // request-stream state (`HTTP_CONNS`) waits for a first message that
+    // needs it: most connections never do, and socket storage costs an
+    // allocation and a deferred free per connection.
     let mut cookie = unsafe { bpf_get_socket_cookie(ops.cast()) };
-    // The connection's request-stream state, named by the cookie in events.
-    unsafe {
-        let sk = (*ops).__bindgen_anon_2.sk;
-        if !sk.is_null() {
-            let st = bpf_sk_storage_get(
-                core::ptr::addr_of!(HTTP_CONNS) as *mut core::ffi::c_void,
-                sk.cast(),
-                core::ptr::null_mut(),
-                BPF_SK_STORAGE_GET_F_CREATE as u64,
-            ) as *mut ConnState;
-            if !st.is_null() {
-                (*st).id = cookie;
-            }
-        }
-    }
     // Answers some `redact` rule may need masked: the map with the
     // receive-side program too.
     // When that fails, the socket goes to PROTECTED_SOCKS without scanner
@@ -115,6 +102,28 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     // connect); closed sockets leave the map by themselves.
     let _ = PROTECTED_SOCKS.update(&mut cookie, unsafe { &mut *ops }, BPF_ANY as u64);
     SOCK_OPS_OK
+}
+
+/// The cookie of the socket a message is sent on: its id in events and the
+/// key of its redaction state. sk_msg programs may not call the cookie
+/// helper; `sock_ops` fixed the cookie when the socket entered the map, so
+/// it is read from the socket itself. 0 (never a socket's) when unreadable.
+#[inline(always)]
+pub fn msg_cookie(ctx: &SkMsgContext) -> u64 {
+    let sk = unsafe { (*ctx.msg).__bindgen_anon_3.sk };
+    if sk.is_null() {
+        return 0;
+    }
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk.cast()) };
+    if tp.is_null() {
+        return 0;
+    }
+    // A BTF-typed pointer: a direct, fault-tolerant load (see identity.rs).
+    unsafe {
+        core::ptr::read_volatile(
+            (tp as u64).wrapping_add(offsets().tcp_sock_cookie as u64) as *const u64
+        )
+    }
 }
 
 #[inline(always)]

@@ -152,15 +152,21 @@ pub fn config(slot: u32) -> Option<&'static Config> {
 #[inline(always)]
 fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook) -> i32 {
     // The unprotected fast path, inline: one array read, no call.
-    if prefilter(&key) == 0 {
+    let packed = prefilter(&key);
+    if packed == 0 {
         return ALLOW;
     }
     let sa = unsafe { &*ctx.sock_addr };
     let protocol = unsafe { core::ptr::read_volatile(&sa.protocol) } as u16;
     // The protected destination, once a decision let the caller through.
-    let mut passed: Option<(&'static Config, &'static Protected)> = None;
-    let pass = decide_current(key, port, protocol, hook, true, |action, cfg, dest| {
-        passed = Some((cfg, dest));
+    let mut passed: Option<(u8, &'static Config, &'static Protected)> = None;
+    let site = Site {
+        packed,
+        port,
+        protocol,
+    };
+    let pass = decide_current(site, key, hook, |action, cfg, dest| {
+        passed = Some((action, cfg, dest));
         let generation = cfg.generation;
         // A connected socket is recognised at the backstop by its
         // destination; only sendmsg, which leaves the socket unconnected,
@@ -172,9 +178,10 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
     if !pass {
         return DENY;
     }
-    if let Some((cfg, dest)) = passed {
+    if let Some((action, cfg, dest)) = passed {
         if matches!(hook, Hook::Connect4 | Hook::Connect6)
             && protocol == IPPROTO_TCP
+            && fast_open_checked(action, cfg, dest)
             && fast_open_pending(ctx)
             && fast_open_refused(cfg, dest, key, port, protocol, hook)
         {
@@ -182,6 +189,18 @@ fn decide_sock_addr(ctx: &SockAddrContext, key: [u8; 16], port: u16, hook: Hook)
         }
     }
     ALLOW
+}
+
+/// Whether a Fast Open connect could be refused at all after a decision
+/// with `action`: an allowed caller is refused only where requests are
+/// checked (`http` rules in the policy, or IMDSv2 required at `dest`), so
+/// the common case skips reading the socket. Audited and granted callers
+/// take the full check (`fast_open_refused`).
+#[inline(always)]
+fn fast_open_checked(action: u8, cfg: &Config, dest: &Protected) -> bool {
+    action != Action::Allow as u8
+        || !cfg.http_rules.is_empty()
+        || dest.flags & metaguard_common::maps::PROTECTED_IMDSV2 != 0
 }
 
 /// Whether this connect is a TCP Fast Open send (`sendto(MSG_FASTOPEN)`, or
@@ -260,29 +279,41 @@ fn report_unaggregated(s: &Sender) {
     });
 }
 
-/// The decision for the current task reaching `key`:`port`: true when it may
-/// proceed (unprotected, allowed, or audited). `on_pass` runs for a passing
-/// decision at a protected destination with (action, the slot's
+/// Where a connect or sendmsg goes, besides the address: one register
+/// (BPF calls take at most five arguments).
+#[derive(Clone, Copy)]
+pub struct Site {
+    /// The address's pre-filter word, already read on the fast path.
+    pub packed: u32,
+    pub port: u16,
+    pub protocol: u16,
+}
+
+/// The decision for the current task reaching `key` at `site`: true when it
+/// may proceed (unprotected, allowed, or audited). `on_pass` runs for a
+/// passing decision at a protected destination with (action, the slot's
 /// configuration, destination).
-/// `report_allows` = false sends only denials and audits (per-send hooks,
-/// where an allow event per message would be noise).
 /// Not inlined: its temporaries (key, window, identity) get a frame of
 /// their own, so the connect program can call the Fast Open check beside it.
 #[inline(never)]
 pub fn decide_current(
+    site: Site,
     key: [u8; 16],
-    port: u16,
-    protocol: u16,
     hook: Hook,
-    report_allows: bool,
     on_pass: impl FnOnce(u8, &'static Config, &'static Protected),
 ) -> bool {
-    let Some(found) = protected_at(key, port) else {
+    let Site {
+        packed,
+        port,
+        protocol,
+    } = site;
+    // The caller passed the pre-filter: the slot in force, read once.
+    let slot = active_slot();
+    let Some(dest) = protected_in(slot, slot_needs(packed, slot), key, port) else {
         return true;
     };
-    let dest = found.dest;
     // A protected destination with no configuration loaded: refuse.
-    let Some(cfg) = config(found.slot) else {
+    let Some(cfg) = config(slot) else {
         return false;
     };
     let uid_gid = bpf_get_current_uid_gid();
@@ -323,7 +354,7 @@ pub fn decide_current(
     // verifier refuses (sendmsg4).
     if window.open && same_verdict(&window.last, &verdict) {
         window.count_repeat();
-    } else if report_allows || verdict.action != Action::Allow as u8 {
+    } else {
         window.report(cfg, &agg, &verdict, |ev| {
             ev.tid = pid_tgid as u32;
             if let Some(e) = &exe {

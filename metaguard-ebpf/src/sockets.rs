@@ -108,7 +108,8 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
 /// key of its redaction state. sk_msg programs may not call the cookie
 /// helper; `sock_ops` fixed the cookie when the socket entered the map, so
 /// it is read from the socket itself. 0 (never a socket's) when unreadable.
-#[inline(always)]
+/// Not inlined: its helper call stays out of the HTTP checker's frame.
+#[inline(never)]
 pub fn msg_cookie(ctx: &SkMsgContext) -> u64 {
     let sk = unsafe { (*ctx.msg).__bindgen_anon_3.sk };
     if sk.is_null() {

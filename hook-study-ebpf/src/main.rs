@@ -11,6 +11,10 @@
 //! - `xdp_count` (XDP): counts frames to and from the protected address.
 //! - `ssl_write` (uprobe on OpenSSL's SSL_write): reads the plaintext's
 //!   first bytes and counts requests.
+//! - `empty_connect4`, `empty_egress`, `empty_sock_ops`: programs that
+//!   decide nothing, attached where metaguard attaches; what the kernel
+//!   charges for running programs at those hooks at all (the floor under
+//!   metaguard's own cost).
 //!
 //! Counters live in `STATS` (per CPU), indices below.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -26,9 +30,13 @@ mod programs {
         helpers::{
             bpf_get_current_uid_gid, bpf_probe_read_user_buf, generated::bpf_get_socket_uid,
         },
-        macros::{cgroup_skb, classifier, map, socket_filter, uprobe, xdp},
+        macros::{
+            cgroup_skb, cgroup_sock_addr, classifier, map, sock_ops, socket_filter, uprobe, xdp,
+        },
         maps::PerCpuArray,
-        programs::{ProbeContext, SkBuffContext, TcContext, XdpContext},
+        programs::{
+            ProbeContext, SkBuffContext, SockAddrContext, SockOpsContext, TcContext, XdpContext,
+        },
     };
 
     /// Protected IPv4 address as it appears in the packet (network order bytes).
@@ -214,6 +222,21 @@ mod programs {
             bump(SSL_UID_ALLOWED);
         }
         0
+    }
+
+    #[cgroup_sock_addr(connect4)]
+    pub fn empty_connect4(_ctx: SockAddrContext) -> i32 {
+        1
+    }
+
+    #[cgroup_skb]
+    pub fn empty_egress(_ctx: SkBuffContext) -> i32 {
+        1
+    }
+
+    #[sock_ops]
+    pub fn empty_sock_ops(_ctx: SockOpsContext) -> u32 {
+        1
     }
 
     #[panic_handler]

@@ -10,8 +10,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::PerCpuArray,
     programs::{
-        uprobe::UProbeScope, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier,
-        SocketFilter, TcAttachType, UProbe, Xdp, XdpMode,
+        uprobe::UProbeScope, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        SchedClassifier, SockOps, SocketFilter, TcAttachType, UProbe, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -105,6 +105,40 @@ impl Study {
         Ok(Study {
             ebpf,
             prog: "skb_egress",
+            _sock: None,
+        })
+    }
+
+    /// Programs that return "proceed" at once, attached to the cgroup at
+    /// `dir` at metaguard's busiest hooks: connect4, cgroup_skb egress and
+    /// sock_ops. Run-time statistics are the egress program's.
+    pub fn empty_hooks(dir: &Path) -> Result<Study> {
+        let mut ebpf = load(Ipv4Addr::UNSPECIFIED, 0, 0)?;
+        let cg = File::open(dir)?;
+        let p: &mut CgroupSockAddr = ebpf
+            .program_mut("empty_connect4")
+            .context("empty_connect4")?
+            .try_into()?;
+        p.load()?;
+        p.attach(&cg, CgroupAttachMode::Single)
+            .map_err(|e| anyhow!("attach empty connect4: {e}"))?;
+        let p: &mut CgroupSkb = ebpf
+            .program_mut("empty_egress")
+            .context("empty_egress")?
+            .try_into()?;
+        p.load()?;
+        p.attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .map_err(|e| anyhow!("attach empty egress: {e}"))?;
+        let p: &mut SockOps = ebpf
+            .program_mut("empty_sock_ops")
+            .context("empty_sock_ops")?
+            .try_into()?;
+        p.load()?;
+        p.attach(&cg, CgroupAttachMode::Single)
+            .map_err(|e| anyhow!("attach empty sock_ops: {e}"))?;
+        Ok(Study {
+            ebpf,
+            prog: "empty_egress",
             _sock: None,
         })
     }

@@ -67,6 +67,7 @@ pub enum Impl {
     None,
     Metaguard,
     MetaguardHttp,
+    EmptyHooks,
     Tc,
     CgroupSkb,
     NftSkuid,
@@ -77,10 +78,11 @@ pub enum Impl {
     Seccomp,
 }
 
-const ALL: [Impl; 11] = [
+const ALL: [Impl; 12] = [
     Impl::None,
     Impl::Metaguard,
     Impl::MetaguardHttp,
+    Impl::EmptyHooks,
     Impl::Tc,
     Impl::CgroupSkb,
     Impl::NftSkuid,
@@ -97,6 +99,7 @@ impl Impl {
             Impl::None => "no filter",
             Impl::Metaguard => "metaguard (connect)",
             Impl::MetaguardHttp => "metaguard (http rule)",
+            Impl::EmptyHooks => "empty programs at its hooks",
             Impl::Tc => "TC egress (uid)",
             Impl::CgroupSkb => "cgroup_skb egress (uid)",
             Impl::NftSkuid => "nft meta skuid",
@@ -517,6 +520,7 @@ impl Env {
                 let d = Drainer::start(&mut g)?;
                 Active::Metaguard(Box::new(g), d)
             }
+            Impl::EmptyHooks => Active::Bpf(Study::empty_hooks(self.sb.cgroup_dir())?),
             Impl::Tc => Active::Bpf(Study::tc(&netns, vc, imds, 80, ALLOWED_UID)?),
             Impl::CgroupSkb => Active::Bpf(Study::cgroup_skb(
                 self.sb.cgroup_dir(),

@@ -19,8 +19,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, sk_action},
     btf_maps::{Array, LruHashMap, SockHash},
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_loop, bpf_skb_load_bytes,
-        bpf_skb_store_bytes,
+        bpf_get_socket_cookie, bpf_loop, bpf_skb_load_bytes, bpf_skb_store_bytes,
     },
     macros::btf_map,
     programs::{SkBuffContext, SkMsgContext},

@@ -217,7 +217,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         group_info_gid: btf.offset_of("group_info", "gid")?,
         task_start_boottime: btf.offset_of("task_struct", "start_boottime")?,
         tcp_fastopen_req: btf.offset_of("tcp_sock", "fastopen_req")?,
-        tcp_sock_cookie: btf.offset_of("tcp_sock", "inet_conn.icsk_inet.sk.__sk_common.skc_cookie")?,
+        tcp_sock_cookie: btf
+            .offset_of("tcp_sock", "inet_conn.icsk_inet.sk.__sk_common.skc_cookie")?,
         valid: 1,
     })
 }

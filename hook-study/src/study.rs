@@ -1511,14 +1511,24 @@ pub fn metaguard_policy(http: bool, rules: usize, prefixes: usize) -> Result<pol
     policy::parse_str(&s, Path::new("hook-study.toml")).map_err(|e| anyhow!("{e}"))
 }
 
-/// Turns `kernel.bpf_stats_enabled` on; restores it on drop.
+/// Sets `kernel.bpf_stats_enabled`; restores the old value on drop.
+/// Latency is measured with it off whatever the machine had: with it on,
+/// every program run pays two clock reads, charged to the filter.
 pub struct StatsSwitch(String);
 
 impl StatsSwitch {
     pub fn on() -> StatsSwitch {
+        StatsSwitch::set("1")
+    }
+
+    pub fn off() -> StatsSwitch {
+        StatsSwitch::set("0")
+    }
+
+    fn set(value: &str) -> StatsSwitch {
         let path = "/proc/sys/kernel/bpf_stats_enabled";
         let old = std::fs::read_to_string(path).unwrap_or_else(|_| "0".into());
-        let _ = std::fs::write(path, "1");
+        let _ = std::fs::write(path, value);
         StatsSwitch(old.trim().to_string())
     }
 }

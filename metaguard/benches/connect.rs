@@ -53,6 +53,8 @@ fn main() {
         eprintln!("SKIPPED bench connect: needs root (BPF programs, network namespaces)");
         return;
     }
+    // bpf_stats off for the latency blocks, whatever the machine had.
+    let _quiet = StatsSwitch::off();
     let cpu = pin_cpu();
     let probe = probe();
     let tmp = TempDir::new("bench").unwrap();

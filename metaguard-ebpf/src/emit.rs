@@ -142,7 +142,7 @@ pub fn emit(fill: impl FnOnce(&mut Event)) {
         Some(mut entry) => {
             let ev = unsafe { &mut *entry.as_mut_ptr() };
             // Zero first: the reserved memory holds an older event's bytes.
-            unsafe { core::ptr::write_bytes(ev as *mut Event, 0, 1) };
+            unsafe { crate::mem::zero_words(ev as *mut Event) };
             let now = unsafe { bpf_ktime_get_boot_ns() };
             ev.time_ns = now;
             fill(ev);

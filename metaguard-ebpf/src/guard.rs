@@ -5,7 +5,7 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_coarse_ns,
         bpf_skc_to_tcp_sock,
     },
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
     programs::SockAddrContext,
 };
 use metaguard_common::{
@@ -360,7 +360,7 @@ pub fn decide_current(
             if let Some(e) = &exe {
                 exe_name(e, &mut ev.exe_name);
             }
-            ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            crate::mem::current_comm(&mut ev.comm);
         });
     }
     passes
@@ -460,7 +460,7 @@ impl Sender {
     pub fn fill(&self, ev: &mut metaguard_common::event::Event) {
         ev.tid = self.info.tid;
         self.info.exe.name_into(&mut ev.exe_name);
-        ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        crate::mem::current_comm(&mut ev.comm);
     }
 }
 

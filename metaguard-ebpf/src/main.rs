@@ -33,6 +33,8 @@ mod identity;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod mem;
+#[cfg(target_arch = "bpf")]
 mod redact;
 #[cfg(target_arch = "bpf")]
 mod sockets;

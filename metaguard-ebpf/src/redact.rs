@@ -13,7 +13,7 @@
 //! (process context, identity from the kernel): the union of the `redact`
 //! lists of the rules the sender satisfies for the destination. It only
 //! grows over a connection's life; before any send everything is masked.
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::{__sk_buff, sk_action},
@@ -176,7 +176,7 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
     c.agg = s.info.agg;
     c.rule = s.info.verdict.rule;
     c.endpoint = s.info.verdict.endpoint;
-    c.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
+    crate::mem::current_comm(&mut c.comm);
     false
 }
 
@@ -207,7 +207,9 @@ struct Scan {
     n: u32,
     dirty: u32,
     failed: u32,
-    buf: [u8; RUN],
+    /// Holds bytes only once `n` is set (left unwritten at the start: a
+    /// zeroed block costs a byte-at-a-time memset).
+    buf: MaybeUninit<[u8; RUN]>,
 }
 
 /// Writes the block back when a byte of it was masked.
@@ -268,11 +270,13 @@ extern "C" fn scan_step(_i: u64, ctx: *mut c_void) -> i64 {
     let j = (pos - base) as usize & (RUN - 1);
     let conn = unsafe { &mut *s.conn };
     let table = unsafe { &*s.table };
-    if conn.scanner.step(s.buf[j], table) {
-        s.buf[j] = FILLER;
+    // `n` is set: the block was loaded.
+    let buf = unsafe { s.buf.assume_init_mut() };
+    if conn.scanner.step(buf[j], table) {
+        buf[j] = FILLER;
         s.dirty = 1;
     }
-    let (k, masked) = conn.scanner.run(&mut s.buf, j + 1, s.n as usize);
+    let (k, masked) = conn.scanner.run(buf, j + 1, s.n as usize);
     if masked {
         s.dirty = 1;
     }
@@ -313,17 +317,20 @@ pub fn verdict(ctx: &SkBuffContext) -> u32 {
         return sk_action::SK_DROP;
     };
     let len = unsafe { (*skb).len };
+    // An opaque zero: zero constants in adjacent fields become a memset,
+    // a byte-at-a-time call in eBPF.
+    let zero = core::hint::black_box(0);
     let mut scan = Scan {
         skb,
         conn,
         table,
         len,
-        pos: 0,
-        base: 0,
-        n: 0,
-        dirty: 0,
-        failed: 0,
-        buf: [0; RUN],
+        pos: zero,
+        base: zero,
+        n: zero,
+        dirty: zero,
+        failed: zero,
+        buf: MaybeUninit::uninit(),
     };
     // At most one call per byte; most bytes go by in runs.
     unsafe {

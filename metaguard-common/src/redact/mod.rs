@@ -725,8 +725,11 @@ impl Scanner {
         self.status = 0;
         self.flags = 0;
         self.header = HDR_OTHER;
-        self.length = 0;
-        self.remaining = 0;
+        // An opaque zero: two adjacent zero stores become a memset, which
+        // the eBPF build turns into a call to a byte-at-a-time loop.
+        let zero = core::hint::black_box(0);
+        self.length = zero;
+        self.remaining = zero;
     }
 
     #[inline(always)]

@@ -18,6 +18,9 @@ fn main() -> anyhow::Result<()> {
         .context("workspace root")?
         .join("metaguard-ebpf");
     let root = root.to_str().context("utf-8 path")?;
+    // aya-build watches the eBPF crate only; the shared logic it compiles
+    // in lives next to it, and a change there must rebuild the programs.
+    println!("cargo:rerun-if-changed={}/../metaguard-common/src", root);
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "metaguard-ebpf",

@@ -895,22 +895,9 @@ impl Scanner {
             P_BODY_LENGTH | P_CHUNK_DATA | P_BODY_CLOSE => {}
             P_STATUS_REST | P_TRAILER_LINE => return (self.run_line(block, j, to), false),
             P_VALUE if self.header == HDR_OTHER => return (self.run_line(block, j, to), false),
-            P_NAME => {
-                // Up to the head bound: the byte past it goes to `step`.
-                let room = (MAX_HEAD.saturating_sub(self.head)) as usize;
-                let end = clamp(if to - j > room { j + room } else { to });
-                while j < end {
-                    let b = block[at(j)];
-                    if b == b':' || b == b'\n' || b == b' ' || b == b'\t' {
-                        break;
-                    }
-                    self.hash = fold(self.hash, b);
-                    self.slen += 1;
-                    self.head += 1;
-                    j += 1;
-                }
-                return (j, false);
-            }
+            P_NAME => return (self.run_name(block, j, to), false),
+            P_STATUS => return (self.run_version(block, j, to), false),
+            P_STATUS_CODE => return (self.run_code(block, j, to), false),
             _ => return (j, false),
         }
         // Body bytes; a counted body leaves its last byte to `step`.
@@ -937,14 +924,33 @@ impl Scanner {
             masked = j > start;
         } else if self.flags & F_ESCAPE != 0 {
             return (j, false);
-        } else if self.json == J_STRING {
+        } else if self.json == J_AFTER_KEY || self.json == J_AFTER_COLON {
+            // Whitespace around the colon changes nothing.
+            while j < end && is_ws(block[at(j)]) {
+                j += 1;
+            }
+        } else if self.json == J_STRING || (self.json == J_OUT && self.xml == 0) {
+            // Between strings and in them, in one loop (a string opened
+            // here is read on in it) so the verifier walks a single bound.
+            let mut string = self.json == J_STRING;
             while j < end {
                 let b = block[at(j)];
-                if b == b'"' || b == b'\\' {
+                if string {
+                    if b == b'"' || b == b'\\' {
+                        break;
+                    }
+                    self.hash = fold(self.hash, b);
+                    self.slen += 1;
+                } else if b == b'<' {
                     break;
+                } else if b == b'"' {
+                    // A string opens, as in `outside`.
+                    string = true;
+                    self.json = J_STRING;
+                    self.hash = FNV_OFFSET;
+                    self.slen = 0;
+                    self.flags &= !(F_ESCAPE | F_ESCAPED_KEY);
                 }
-                self.hash = fold(self.hash, b);
-                self.slen += 1;
                 j += 1;
             }
         } else if self.json == J_SECRET {
@@ -957,14 +963,6 @@ impl Scanner {
                 j += 1;
             }
             masked = j > start;
-        } else if self.json == J_OUT && self.xml == 0 {
-            while j < end {
-                let b = block[at(j)];
-                if b == b'"' || b == b'<' {
-                    break;
-                }
-                j += 1;
-            }
         } else if self.json == J_XML {
             while j < end {
                 let b = block[at(j)];
@@ -980,6 +978,73 @@ impl Scanner {
             self.remaining -= (j - start) as u64;
         }
         (j, masked)
+    }
+
+    /// The rest of "HTTP/1.x" after its first byte, when the block holds it
+    /// whole: straight-line compares (a loop here costs the eBPF verifier
+    /// more than it has left); anything else goes to `step`.
+    #[inline(always)]
+    fn run_version(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
+        if self.pos != 1 || to < from + 7 || self.head + 7 > MAX_HEAD {
+            return from;
+        }
+        let b = |k: usize| block[at(from + k)];
+        if b(0) != b'T' || b(1) != b'T' || b(2) != b'P' || b(3) != b'/' || b(4) != b'1' {
+            return from;
+        }
+        if b(5) != b'.' || b(6) == b' ' || b(6) == b'\n' {
+            return from;
+        }
+        self.pos = 7;
+        self.phase = P_STATUS_VERSION;
+        self.head += 7;
+        from + 7
+    }
+
+    /// A status code's three digits and the byte after them, when the block
+    /// holds them: what `step` does with each, in straight-line code.
+    #[inline(always)]
+    fn run_code(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
+        if self.pos != 0 || to < from + 4 || self.head + 4 > MAX_HEAD {
+            return from;
+        }
+        let b = |k: usize| block[at(from + k)];
+        let (d0, d1, d2, end) = (b(0), b(1), b(2), b(3));
+        if !d0.is_ascii_digit() || !d1.is_ascii_digit() || !d2.is_ascii_digit() {
+            return from;
+        }
+        if end != b' ' && end != b'\r' && end != b'\n' {
+            return from;
+        }
+        self.status = (d0 - b'0') as u16 * 100 + (d1 - b'0') as u16 * 10 + (d2 - b'0') as u16;
+        self.pos = 3;
+        self.phase = if end == b'\n' {
+            P_LINE_START
+        } else {
+            P_STATUS_REST
+        };
+        self.head += 4;
+        from + 4
+    }
+
+    /// The rest of a header name (up to the head bound: the byte past it
+    /// goes to `step`).
+    #[inline(always)]
+    fn run_name(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
+        let room = (MAX_HEAD.saturating_sub(self.head)) as usize;
+        let end = clamp(if to - from > room { from + room } else { to });
+        let mut j = from;
+        while j < end {
+            let b = block[at(j)];
+            if b == b':' || b == b'\n' || b == b' ' || b == b'\t' {
+                break;
+            }
+            self.hash = fold(self.hash, b);
+            self.slen += 1;
+            self.head += 1;
+            j += 1;
+        }
+        j
     }
 
     /// The rest of a line nothing is read from (up to the head bound).

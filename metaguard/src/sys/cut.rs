@@ -1,15 +1,18 @@
 //! Cutting a connection the kernel gave up on (`redact`: an answer it could
 //! not follow). The kernel side already masks everything that arrives and
-//! refuses sends on it; this ends the client's wait: the daemon takes a
-//! copy of the socket from the process that last sent on it (`pidfd_getfd`)
-//! and shuts it down both ways, so reads end and the service sees the
-//! connection close.
+//! refuses sends on it; this ends the client's wait with a reset: the daemon
+//! takes a copy of the socket from the process that last sent on it
+//! (`pidfd_getfd`) and disconnects it (`connect` to `AF_UNSPEC`), which for
+//! an open TCP connection sends a RST to the service and leaves ECONNRESET
+//! for the client's next read. It works on the socket itself, so it needs
+//! no way into the client's network namespace.
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use anyhow::{bail, Context as _, Result};
 
-/// Shuts down the socket with cookie `cookie` held by process `pid`.
-/// Ok(false) when the process holds no such socket (any more).
+/// Resets the connection of the socket with cookie `cookie` held by
+/// process `pid`. Ok(false) when the process holds no such socket (any
+/// more).
 pub fn cut(pid: u32, cookie: u64) -> Result<bool> {
     // SAFETY: plain syscalls; each returned fd is owned right away.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
@@ -46,8 +49,12 @@ pub fn cut(pid: u32, cookie: u64) -> Result<bool> {
             )
         };
         if r == 0 && c == cookie {
-            if unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
-                bail!("shutdown: {}", std::io::Error::last_os_error());
+            // SAFETY: a zeroed sockaddr whose family is AF_UNSPEC.
+            let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
+            unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+            let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+            if unsafe { libc::connect(fd.as_raw_fd(), &unspec, len) } != 0 {
+                bail!("disconnect: {}", std::io::Error::last_os_error());
             }
             return Ok(true);
         }

@@ -76,14 +76,16 @@ pub fn check(ctx: &SkBuffContext) -> i32 {
     let Some(cfg) = config(slot) else {
         return DROP;
     };
+    // Before the guard lookups: every packet of a connection allowed at
+    // connect goes this way, and it passes whoever sends it.
+    if connected_to(ctx, &d) {
+        return PASS;
+    }
     let skb = ctx.skb.skb;
     let uid = ctx.skb.get_socket_uid();
     let cg = cgroup_match(cfg, Some(skb));
     let uid_entry = unsafe { UIDS.get(&IdKey { id: uid, slot }) };
     if !decide::is_guarded(cfg, uid_entry, cg.guard) {
-        return PASS;
-    }
-    if connected_to(ctx, &d) {
         return PASS;
     }
     let reason = match socket_tag(ctx) {

@@ -90,6 +90,9 @@ pub struct RedactTable {
     pub key_shapes: u32,
     /// Entries in use (the first `count` of `keys`).
     pub count: u32,
+    /// Bit `hash % 64` of every key: most strings in an answer (values,
+    /// other keys) miss it and skip the table walk.
+    pub bloom: u64,
 }
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
@@ -171,12 +174,16 @@ impl RedactTable {
             shapes,
         };
         self.key_shapes |= shapes;
+        self.bloom |= 1 << (hash(key) % 64);
         self.count = n as u32 + 1;
     }
 
     /// Shapes of the key that hashes to `h` with length `len`.
     #[inline(always)]
     pub fn lookup(&self, h: u32, len: u32) -> u32 {
+        if self.bloom & (1 << (h % 64)) == 0 {
+            return 0;
+        }
         let mut m = 0;
         let mut i = 0;
         while i < MAX_KEYS && (i as u32) < self.count {

@@ -19,7 +19,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, sk_action},
     btf_maps::{Array, LruHashMap, SockHash},
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_loop, bpf_skb_load_bytes, bpf_skb_store_bytes,
+        bpf_get_socket_cookie, bpf_loop, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_skb_store_bytes,
     },
     macros::btf_map,
     programs::{SkBuffContext, SkMsgContext},
@@ -317,6 +317,10 @@ pub fn verdict(ctx: &SkBuffContext) -> u32 {
         return sk_action::SK_DROP;
     };
     let len = unsafe { (*skb).len };
+    // One pull makes the whole segment linear and private: the block reads
+    // are then plain copies, and masking does not reallocate the head for
+    // each block it writes. A failure only leaves the slower path.
+    let _ = unsafe { bpf_skb_pull_data(skb, len) };
     // An opaque zero: zero constants in adjacent fields become a memset,
     // a byte-at-a-time call in eBPF.
     let zero = core::hint::black_box(0);

@@ -1034,12 +1034,18 @@ impl Scanner {
         from + 4
     }
 
-    /// The rest of a header name (up to the head bound: the byte past it
-    /// goes to `step`).
+    /// Where a head run from `from` must stop: the block's end `to`, or
+    /// the head bound (the byte past it goes to `step`, which cuts).
+    #[inline(always)]
+    fn head_end(&self, from: usize, to: usize) -> usize {
+        let room = (MAX_HEAD.saturating_sub(self.head)) as usize;
+        clamp(if to - from > room { from + room } else { to })
+    }
+
+    /// The rest of a header name (up to the head bound).
     #[inline(always)]
     fn run_name(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
-        let room = (MAX_HEAD.saturating_sub(self.head)) as usize;
-        let end = clamp(if to - from > room { from + room } else { to });
+        let end = self.head_end(from, to);
         let mut j = from;
         while j < end {
             let b = block[at(j)];
@@ -1057,8 +1063,7 @@ impl Scanner {
     /// The rest of a line nothing is read from (up to the head bound).
     #[inline(always)]
     fn run_line(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
-        let room = (MAX_HEAD.saturating_sub(self.head)) as usize;
-        let end = clamp(if to - from > room { from + room } else { to });
+        let end = self.head_end(from, to);
         let mut j = from;
         while j < end {
             if block[at(j)] == b'\n' {

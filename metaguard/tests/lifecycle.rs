@@ -165,6 +165,10 @@ fn stopped_daemon_keeps_enforcing_until_unload() {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "left under the pin dir: {left:?}");
+    assert!(
+        !env.bpffs.pin_dir().exists(),
+        "unload leaves the empty pin root behind"
+    );
     drop(holder);
     assert!(env.run(&env.copy, &["tcp", IMDS, "80"]).ok(), "unloaded");
 }

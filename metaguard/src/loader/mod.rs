@@ -456,7 +456,7 @@ impl Guard {
             pins::remove_set(&set)?;
             if let Some(base) = set.parent() {
                 pins::remove_draining(base)?;
-                let _ = std::fs::remove_dir(base);
+                pins::remove_base(base);
             }
         }
         Ok(())

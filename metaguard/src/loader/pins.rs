@@ -242,8 +242,17 @@ pub fn remove_all(base: &Path) -> Result<usize> {
     for d in draining(base) {
         remove_set(&d)?;
     }
-    let _ = fs::remove_dir(base);
+    remove_base(base);
     Ok(n)
+}
+
+/// Removes `base` (a cgroup's pin directory) and the pin root above it,
+/// each only if nothing is left in it: `new_set` made both.
+pub fn remove_base(base: &Path) {
+    let _ = fs::remove_dir(base);
+    if let Some(root) = base.parent() {
+        let _ = fs::remove_dir(root);
+    }
 }
 
 /// Removes the draining sets under `base` (every one but those in `keep`).

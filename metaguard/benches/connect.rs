@@ -13,10 +13,10 @@ mod support;
 
 use std::path::Path;
 
-use metaguard::{demo::TempDir, loader::Guard, policy};
+use metaguard::{demo::TempDir, policy};
 use metaguard_sandbox::{addrs, Sandbox};
 use support::{
-    blocks, median, median_ratio, per_run, pin_cpu, probe, prog_stats, ratio_iqr, Drainer,
+    blocks, guard_on, median, median_ratio, per_run, prog_stats, ratio_iqr, start, Drainer,
     StatsSwitch,
 };
 
@@ -46,17 +46,9 @@ fn connect_median(sb: &Sandbox, cgroup: &Path, probe: &Path, addr: &str, denied:
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some((_quiet, cpu, probe)) = start("connect") else {
         return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED bench connect: needs root (BPF programs, network namespaces)");
-        return;
-    }
-    // bpf_stats off for the latency blocks, whatever the machine had.
-    let _quiet = StatsSwitch::off();
-    let cpu = pin_cpu();
-    let probe = probe();
+    };
     let tmp = TempDir::new("bench").unwrap();
     let policy_path = tmp.0.join("policy.toml");
     std::fs::write(
@@ -78,9 +70,7 @@ fn main() {
     let copy = tmp.0.join("probe-copy");
     std::fs::copy(&probe, &copy).unwrap();
 
-    let mut guard = Guard::load().unwrap();
-    guard.apply(&pol).unwrap();
-    guard.attach(&guarded).unwrap();
+    let mut guard = guard_on(&pol, &guarded);
     let drain = Drainer::start(&mut guard);
 
     // Latency, with bpf_stats off: its clock reads on every program run

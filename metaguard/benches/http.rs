@@ -8,28 +8,20 @@
 //! (or scripts/bench.sh). Traffic goes only to the sandbox's namespaces.
 mod support;
 
-use metaguard::{demo::TempDir, loader::Guard};
+use metaguard::demo::TempDir;
 use metaguard_sandbox::Sandbox;
 use support::{
-    blocks, keepalive_median, median, median_ratio, per_run, pin_cpu, probe, probe_policy,
-    prog_stats, ratio_iqr, Drainer, StatsSwitch,
+    blocks, guard_on, keepalive_median, median, median_ratio, per_run, probe_policy, prog_stats,
+    ratio_iqr, start, Drainer, StatsSwitch,
 };
 
 const REQUESTS: u32 = 1000;
 const PATH: &str = "/latest/meta-data/instance-id";
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some((_quiet, cpu, probe)) = start("http") else {
         return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED bench http: needs root (BPF programs, network namespaces)");
-        return;
-    }
-    // bpf_stats off for the latency blocks, whatever the machine had.
-    let _quiet = StatsSwitch::off();
-    let cpu = pin_cpu();
-    let probe = probe();
+    };
     let tmp = TempDir::new("bench-http").unwrap();
     let connect_only = probe_policy(&tmp.0, "connect.toml", &probe, "");
     let http = probe_policy(
@@ -47,12 +39,8 @@ fn main() {
         sb.child_cgroup("connect").unwrap(),
         sb.child_cgroup("http").unwrap(),
     );
-    let mut conn_guard = Guard::load().unwrap();
-    conn_guard.apply(&connect_only).unwrap();
-    conn_guard.attach(&conn_cg).unwrap();
-    let mut http_guard = Guard::load().unwrap();
-    http_guard.apply(&http).unwrap();
-    http_guard.attach(&http_cg).unwrap();
+    let mut conn_guard = guard_on(&connect_only, &conn_cg);
+    let mut http_guard = guard_on(&http, &http_cg);
     let drains = [
         Drainer::start(&mut conn_guard),
         Drainer::start(&mut http_guard),

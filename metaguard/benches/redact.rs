@@ -9,11 +9,11 @@
 //! (or scripts/bench.sh). Traffic goes only to the sandbox's namespaces.
 mod support;
 
-use metaguard::{demo::TempDir, loader::Guard};
+use metaguard::demo::TempDir;
 use metaguard_sandbox::{fake_imds::responses::AWS_ROLE, Sandbox};
 use support::{
-    blocks, keepalive_median, median, median_ratio, per_run, pin_cpu, probe, probe_policy,
-    prog_stats, ratio_iqr, Drainer, StatsSwitch,
+    blocks, guard_on, keepalive_median, median, median_ratio, per_run, probe_policy, prog_stats,
+    ratio_iqr, start, Drainer, StatsSwitch,
 };
 
 const REQUESTS: u32 = 1000;
@@ -25,17 +25,9 @@ fn creds_path() -> String {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some((_quiet, cpu, probe)) = start("redact") else {
         return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED bench redact: needs root (BPF programs, network namespaces)");
-        return;
-    }
-    // bpf_stats off for the latency blocks, whatever the machine had.
-    let _quiet = StatsSwitch::off();
-    let cpu = pin_cpu();
-    let probe = probe();
+    };
     let tmp = TempDir::new("bench-redact").unwrap();
     let plain = probe_policy(&tmp.0, "plain.toml", &probe, "");
     let path = creds_path();
@@ -55,12 +47,8 @@ fn main() {
         sb.child_cgroup("plain").unwrap(),
         sb.child_cgroup("redact").unwrap(),
     );
-    let mut plain_guard = Guard::load().unwrap();
-    plain_guard.apply(&plain).unwrap();
-    plain_guard.attach(&plain_cg).unwrap();
-    let mut redact_guard = Guard::load().unwrap();
-    redact_guard.apply(&redacting).unwrap();
-    redact_guard.attach(&redact_cg).unwrap();
+    let mut plain_guard = guard_on(&plain, &plain_cg);
+    let mut redact_guard = guard_on(&redacting, &redact_cg);
     let drains = [
         Drainer::start(&mut plain_guard),
         Drainer::start(&mut redact_guard),

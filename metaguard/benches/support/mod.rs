@@ -42,6 +42,31 @@ impl Drop for StatsSwitch {
     }
 }
 
+/// What every bench starts with. Nothing under `--list` (cargo's harness
+/// asking for names) or without root (it says why). Otherwise: bpf_stats
+/// off for the latency blocks whatever the machine had (restored when the
+/// returned switch drops), the process pinned (how, for the report), and
+/// the test client.
+pub fn start(bench: &str) -> Option<(StatsSwitch, String, PathBuf)> {
+    if std::env::args().any(|a| a == "--list") {
+        return None;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED bench {bench}: needs root (BPF programs, network namespaces)");
+        return None;
+    }
+    let quiet = StatsSwitch::off();
+    Some((quiet, pin_cpu(), probe()))
+}
+
+/// A guard enforcing `policy` on `cgroup`, attached until it drops.
+pub fn guard_on(policy: &Policy, cgroup: &Path) -> Guard {
+    let mut g = Guard::load().unwrap();
+    g.apply(policy).unwrap();
+    g.attach(cgroup).unwrap();
+    g
+}
+
 /// The release build of the test client, next to the bench binary.
 pub fn probe() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -51,7 +51,7 @@ fn main() -> Result<()> {
             let out_dir = cfg.out_dir.clone();
             study::catch_signals();
             // Program run-time figures turn bpf_stats on for their own runs.
-            let _quiet = study::StatsSwitch::off();
+            let _quiet = metaguard::sys::bpf_stats::StatsSwitch::off();
             let mut env = study::Env::create(cfg)?;
             let r = env.run();
             if let Some(d) = out_dir {

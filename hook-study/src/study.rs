@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use metaguard::{demo::TempDir, loader::Guard, policy};
+use metaguard::{demo::TempDir, loader::Guard, policy, sys::bpf_stats::StatsSwitch};
 use metaguard_sandbox::{addrs, Sandbox};
 use serde_json::Value;
 
@@ -1509,34 +1509,6 @@ pub fn metaguard_policy(http: bool, rules: usize, prefixes: usize) -> Result<pol
         s += &format!("http = [{{ method = \"GET\", path = \"{PATH_OK}\" }}]\n");
     }
     policy::parse_str(&s, Path::new("hook-study.toml")).map_err(|e| anyhow!("{e}"))
-}
-
-/// Sets `kernel.bpf_stats_enabled`; restores the old value on drop.
-/// Latency is measured with it off whatever the machine had: with it on,
-/// every program run pays two clock reads, charged to the filter.
-pub struct StatsSwitch(String);
-
-impl StatsSwitch {
-    pub fn on() -> StatsSwitch {
-        StatsSwitch::set("1")
-    }
-
-    pub fn off() -> StatsSwitch {
-        StatsSwitch::set("0")
-    }
-
-    fn set(value: &str) -> StatsSwitch {
-        let path = "/proc/sys/kernel/bpf_stats_enabled";
-        let old = std::fs::read_to_string(path).unwrap_or_else(|_| "0".into());
-        let _ = std::fs::write(path, value);
-        StatsSwitch(old.trim().to_string())
-    }
-}
-
-impl Drop for StatsSwitch {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
-    }
 }
 
 /// `hook-study compare A B`: the largest relative change between two runs'

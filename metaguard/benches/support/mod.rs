@@ -1,4 +1,4 @@
-//! Pieces the benchmarks share: bpf_stats switch, probe path, medians,
+//! Pieces the benchmarks share: their start, probe path, medians,
 //! program run-time counters, an event drainer, the one-rule policies and
 //! the keep-alive client run.
 #![allow(dead_code)]
@@ -11,36 +11,9 @@ use std::{
     },
 };
 
+pub use metaguard::sys::bpf_stats::StatsSwitch;
 use metaguard::{loader::Guard, policy::Policy};
 use metaguard_sandbox::{addrs, Sandbox};
-
-/// Sets `kernel.bpf_stats_enabled`; restores the old value on drop.
-/// Latency is measured with it off whatever the machine had: with it on,
-/// every program run pays two clock reads, charged to the filter.
-pub struct StatsSwitch(String);
-
-impl StatsSwitch {
-    pub fn on() -> StatsSwitch {
-        StatsSwitch::set("1")
-    }
-
-    pub fn off() -> StatsSwitch {
-        StatsSwitch::set("0")
-    }
-
-    fn set(value: &str) -> StatsSwitch {
-        let path = "/proc/sys/kernel/bpf_stats_enabled";
-        let old = std::fs::read_to_string(path).unwrap_or_else(|_| "0".into());
-        let _ = std::fs::write(path, value);
-        StatsSwitch(old.trim().to_string())
-    }
-}
-
-impl Drop for StatsSwitch {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
-    }
-}
 
 /// What every bench starts with. Nothing under `--list` (cargo's harness
 /// asking for names) or without root (it says why). Otherwise: bpf_stats

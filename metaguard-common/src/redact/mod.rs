@@ -168,13 +168,14 @@ impl RedactTable {
     }
 
     fn push(&mut self, n: usize, key: &[u8], shapes: u32) {
+        let h = hash(key);
         self.keys[n] = RedactKey {
-            hash: hash(key),
+            hash: h,
             len: key.len() as u32,
             shapes,
         };
         self.key_shapes |= shapes;
-        self.bloom |= 1 << (hash(key) % 64);
+        self.bloom |= 1 << (h % 64);
         self.count = n as u32 + 1;
     }
 
@@ -995,11 +996,13 @@ impl Scanner {
         if self.pos != 1 || to < from + 7 || self.head + 7 > MAX_HEAD {
             return from;
         }
+        // Bytes 1..=6 of the prefix, then the version's last byte.
         let b = |k: usize| block[at(from + k)];
-        if b(0) != b'T' || b(1) != b'T' || b(2) != b'P' || b(3) != b'/' || b(4) != b'1' {
+        let p = http_prefix;
+        if b(0) != p(1) || b(1) != p(2) || b(2) != p(3) || b(3) != p(4) || b(4) != p(5) {
             return from;
         }
-        if b(5) != b'.' || b(6) == b' ' || b(6) == b'\n' {
+        if b(5) != p(6) || b(6) == b' ' || b(6) == b'\n' {
             return from;
         }
         self.pos = 7;

@@ -414,13 +414,21 @@ fn reloads_switch_whole_policies_never_a_mixture() {
     // Each client repeats bounded loops until the reloads are over (at most
     // 40 rounds): (decisions, outcomes that break the rule).
     const ROUND: u64 = 300;
-    let reloads = 40;
+    // Decisions so far, per checked client: the reloads go on (past 40, up
+    // to a deadline) until each has run through enough of them, so a slow
+    // machine cannot end the reloads before the clients got going.
+    let progress = [(); 3].map(|_| std::sync::atomic::AtomicU64::new(0));
+    let add = |i: usize, n: u64| progress[i].fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    let seen = |i: usize| progress[i].load(std::sync::atomic::Ordering::SeqCst);
+    let enough = || seen(0) >= 2 * ROUND && seen(1) >= 10 * ROUND && seen(2) >= 10 * ROUND;
+    let mut reloads = 0;
     let (probe_connects, probe_requests, n_connects, ab_decisions) = std::thread::scope(|s| {
         let probe_connects = s.spawn(|| {
             let (mut total, mut bad) = (0, 0);
             for _ in 0..40 {
                 let r = env.run(&env.probe, &["connect-loop", IMDS, "80", "--count", "300"]);
                 total += r.json["attempted"].as_u64().unwrap_or(0);
+                add(0, r.json["attempted"].as_u64().unwrap_or(0));
                 bad += ROUND - r.json["ok_count"].as_u64().unwrap_or(0);
                 if stop() {
                     break;
@@ -433,6 +441,7 @@ fn reloads_switch_whole_policies_never_a_mixture() {
             for _ in 0..40 {
                 let r = env.run(&env.probe, &["http-loop", IMDS, "80", "--count", "300"]);
                 total += r.json["attempted"].as_u64().unwrap_or(0);
+                add(1, r.json["attempted"].as_u64().unwrap_or(0));
                 bad += ROUND - r.json["ok_count"].as_u64().unwrap_or(0);
                 if stop() {
                     break;
@@ -445,6 +454,7 @@ fn reloads_switch_whole_policies_never_a_mixture() {
             for i in 0..40 {
                 let r = env.run(&copy_n, &["connect-loop", IMDS, "80", "--count", "300"]);
                 total += r.json["attempted"].as_u64().unwrap_or(0);
+                add(2, r.json["attempted"].as_u64().unwrap_or(0));
                 bad += ROUND - r.json["errors"]["EPERM"].as_u64().unwrap_or(0);
                 // And requests, which the service would log if they came.
                 let path = format!("/neither/{i}");
@@ -476,7 +486,9 @@ fn reloads_switch_whole_policies_never_a_mixture() {
         });
         std::thread::sleep(Duration::from_millis(100));
         let t0 = std::time::Instant::now();
-        for i in 0..reloads {
+        while reloads < 40 || (!enough() && t0.elapsed() < Duration::from_secs(30)) {
+            let i = reloads;
+            reloads += 1;
             std::fs::write(&env.policy, if i % 2 == 0 { &b } else { &a }).unwrap();
             let out = Command::new(BIN)
                 .args(["reload", "--control", &ctl])

@@ -50,6 +50,26 @@ pub struct RedactConn {
     /// Input passed unscanned while the mask was empty.
     pub skipped: u32,
     pub _pad: u32,
+    /// Where the scan of the segment being read stands.
+    pub cursor: Cursor,
+}
+
+/// The scan loop's position, kept in the map value rather than on the
+/// stack: the verifier tracks stack values from one `bpf_loop` call to the
+/// next, and walks the whole scan again for each set it sees; map values it
+/// does not track, so every call starts from the same state.
+#[repr(C)]
+pub struct Cursor {
+    /// Next byte to read.
+    pub pos: u32,
+    /// Offset of the block buffer in the skb, and how many bytes it holds
+    /// (0: none).
+    pub base: u32,
+    pub n: u32,
+    /// A byte of the block was masked: it must be written back.
+    pub dirty: u32,
+    pub failed: u32,
+    pub _pad: u32,
 }
 
 /// Established TCP sockets whose answers may need redacting; the sk_msg
@@ -97,6 +117,14 @@ pub fn start(cookie: u64) -> bool {
         senders: 0,
         skipped: 0,
         _pad: 0,
+        cursor: Cursor {
+            pos: 0,
+            base: 0,
+            n: 0,
+            dirty: 0,
+            failed: 0,
+            _pad: 0,
+        },
     };
     REDACT_CONNS.insert(&cookie, &conn, 0).is_ok()
 }
@@ -193,63 +221,60 @@ fn refuse(s: &Sender, cookie: u64, reason: Reason) {
     });
 }
 
-/// What the scan loop needs; lives on the program's stack.
+/// What the scan loop needs; lives on the program's stack (the position
+/// is in the connection's [`Cursor`]).
 #[repr(C)]
 struct Scan {
     skb: *mut __sk_buff,
     conn: *mut RedactConn,
     table: *const RedactTable,
     len: u32,
-    /// Next byte to read.
-    pos: u32,
-    /// Offset of `buf` in the skb, and how many bytes it holds (0: none).
-    base: u32,
-    n: u32,
-    dirty: u32,
-    failed: u32,
-    /// Holds bytes only once `n` is set (left unwritten at the start: a
-    /// zeroed block costs a byte-at-a-time memset).
+    /// Holds bytes only once the cursor's `n` is set (left unwritten at the
+    /// start: a zeroed block costs a byte-at-a-time memset).
     buf: MaybeUninit<[u8; RUN]>,
 }
 
 /// Writes the block back when a byte of it was masked.
 #[inline(always)]
-fn flush(s: &mut Scan) {
-    if s.dirty == 0 {
+fn flush(s: &mut Scan, c: &mut Cursor) {
+    if c.dirty == 0 {
         return;
     }
-    s.dirty = 0;
+    c.dirty = 0;
     // Checked on an opaque copy: the verifier must see 1 <= n <= RUN.
-    let n = core::hint::black_box(s.n);
+    let n = core::hint::black_box(c.n);
     if n == 0 || n > RUN as u32 {
         return;
     }
-    let r = unsafe { bpf_skb_store_bytes(s.skb, s.base, s.buf.as_ptr() as *const c_void, n, 0) };
+    let r = unsafe { bpf_skb_store_bytes(s.skb, c.base, s.buf.as_ptr() as *const c_void, n, 0) };
     if r != 0 {
-        s.failed = 1;
+        c.failed = 1;
     }
 }
 
-/// `bpf_loop` callback: the byte at `pos` through [`Scanner::step`], then
-/// as far as [`Scanner::run`] goes in its block (a few instructions per
-/// byte); returns 1 at the end of the skb.
+/// `bpf_loop` callback: the byte at `pos` through [`Scanner::step`] (not at
+/// a block's start), then as far as [`Scanner::run`] goes in its block (a
+/// few instructions per byte); returns 1 at the end of the skb.
 #[inline(never)]
 extern "C" fn scan_step(_i: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
-    let pos = s.pos;
+    let conn = unsafe { &mut *s.conn };
+    let c = &mut conn.cursor;
+    let pos = c.pos;
     if pos >= s.len {
         return 1;
     }
     let base = pos & !(RUN as u32 - 1);
-    if s.n == 0 || base != s.base {
-        flush(s);
+    let new_block = c.n == 0 || base != c.base;
+    if new_block {
+        flush(s, c);
         let rest = s.len - base;
         let n = if rest > RUN as u32 { RUN as u32 } else { rest };
         // Checked again on an opaque copy: LLVM would otherwise fold the
         // check into the one above, and the verifier must see n >= 1.
         let n = core::hint::black_box(n);
         if n == 0 || n > RUN as u32 {
-            s.failed = 1;
+            c.failed = 1;
             return 1;
         }
         let r = unsafe {
@@ -261,26 +286,35 @@ extern "C" fn scan_step(_i: u64, ctx: *mut c_void) -> i64 {
             )
         };
         if r != 0 {
-            s.failed = 1;
+            c.failed = 1;
             return 1;
         }
-        s.base = base;
-        s.n = n;
+        c.base = base;
+        c.n = n;
     }
     let j = (pos - base) as usize & (RUN - 1);
-    let conn = unsafe { &mut *s.conn };
+    let n = c.n as usize;
     let table = unsafe { &*s.table };
     // `n` is set: the block was loaded.
     let buf = unsafe { s.buf.assume_init_mut() };
-    if conn.scanner.step(buf[j], table) {
-        buf[j] = FILLER;
-        s.dirty = 1;
+    // A block's first byte usually continues what the previous block was
+    // in: the run takes it, and `step` comes only where the run stops (the
+    // next call, in the same block).
+    let mut dirty = false;
+    let mut from = j;
+    if !new_block {
+        if conn.scanner.step(buf[j], table) {
+            buf[j] = FILLER;
+            dirty = true;
+        }
+        from = j + 1;
     }
-    let (k, masked) = conn.scanner.run(buf, j + 1, s.n as usize);
-    if masked {
-        s.dirty = 1;
+    let (k, masked) = conn.scanner.run(buf, from, n, table);
+    let c = &mut conn.cursor;
+    if dirty || masked {
+        c.dirty = 1;
     }
-    s.pos = base + k as u32;
+    c.pos = base + k as u32;
     0
 }
 
@@ -324,40 +358,43 @@ pub fn verdict(ctx: &SkBuffContext) -> u32 {
     // An opaque zero: zero constants in adjacent fields become a memset,
     // a byte-at-a-time call in eBPF.
     let zero = core::hint::black_box(0);
+    c.cursor.pos = zero;
+    c.cursor.base = zero;
+    c.cursor.n = zero;
+    c.cursor.dirty = zero;
+    c.cursor.failed = zero;
     let mut scan = Scan {
         skb,
         conn,
         table,
         len,
-        pos: zero,
-        base: zero,
-        n: zero,
-        dirty: zero,
-        failed: zero,
         buf: MaybeUninit::uninit(),
     };
-    // At most one call per byte; most bytes go by in runs.
+    // At most one call per byte, and one more per block (a run that
+    // cannot take a block's first byte); most bytes go by in runs.
     unsafe {
         bpf_loop(
-            len,
+            len + len / RUN as u32 + 1,
             scan_step as *mut c_void,
             &mut scan as *mut Scan as *mut c_void,
             0,
         )
     };
-    flush(&mut scan);
-    if scan.pos < len {
+    let cur = unsafe { &mut (*conn).cursor };
+    flush(&mut scan, cur);
+    if cur.pos < len {
         // Bytes left unscanned: never passed.
-        scan.failed = 1;
+        cur.failed = 1;
     }
-    if scan.failed != 0 {
+    let failed = cur.failed != 0;
+    if failed {
         c.scanner.cut();
     }
     let (shapes, _) = c.scanner.take_report();
     if shapes != 0 {
         report(c, cookie, shapes);
     }
-    if scan.failed != 0 {
+    if failed {
         return sk_action::SK_DROP;
     }
     sk_action::SK_PASS

@@ -296,6 +296,16 @@ fn clamp(end: usize) -> usize {
     }
 }
 
+/// A field of the state read from memory, where the kernel's copy lives in
+/// a map value whose contents the eBPF verifier does not track: a loop that
+/// changes phase would otherwise carry the value in a register, and the
+/// verifier would walk every iteration once per value it can hold.
+#[inline(always)]
+fn fresh<T: Copy>(field: &T) -> T {
+    // SAFETY: a plain read of a valid reference.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
 /// Index `j` of a block, masked where the compiler cannot drop the mask
 /// (the verifier loses the loop bound across LLVM's loop rewrites).
 #[inline(always)]
@@ -868,17 +878,19 @@ impl Scanner {
     }
 
     /// Host helper: the same through [`Scanner::run`] on `RUN`-byte blocks,
-    /// the way the kernel program goes (one `step`, then a run).
+    /// the way the kernel program goes (a run at each block's start, then a
+    /// `step` and a run wherever a run stops).
     pub fn redact_fast(&mut self, buf: &mut [u8], table: &RedactTable) {
         for piece in buf.chunks_mut(RUN) {
             let mut block = [0u8; RUN];
             block[..piece.len()].copy_from_slice(piece);
-            let mut j = 0;
+            // The block's start goes to a run first, as in the kernel.
+            let mut j = self.run(&mut block, 0, piece.len(), table).0;
             while j < piece.len() {
                 if self.step(block[j], table) {
                     block[j] = FILLER;
                 }
-                j = self.run(&mut block, j + 1, piece.len()).0;
+                j = self.run(&mut block, j + 1, piece.len(), table).0;
             }
             piece.copy_from_slice(&block[..piece.len()]);
         }
@@ -892,20 +904,39 @@ impl Scanner {
     /// The same as stepping each byte, in a few instructions per byte: the
     /// kernel program steps the byte that ends a run and runs again.
     #[inline(always)]
-    pub fn run(&mut self, block: &mut [u8; RUN], from: usize, to: usize) -> (usize, bool) {
+    pub fn run(
+        &mut self,
+        block: &mut [u8; RUN],
+        from: usize,
+        to: usize,
+        table: &RedactTable,
+    ) -> (usize, bool) {
         let to = if to > RUN { RUN } else { to };
         let mut j = from;
         if j >= to {
             return (j, false);
         }
-        match self.phase {
-            P_BODY_LENGTH | P_BODY_CLOSE if self.probe < PROBE_LEN => return (j, false),
+        match fresh(&self.phase) {
+            P_BODY_LENGTH | P_BODY_CLOSE if self.probe < PROBE_LEN => {
+                // The body's first byte, unless it starts "HTTP/1.", says
+                // it is a body (what `head_answer` does with it).
+                if self.probe != 0 || block[at(j)] == http_prefix(0) {
+                    return (j, false);
+                }
+                self.probe = PROBE_OFF;
+            }
             P_BODY_LENGTH | P_CHUNK_DATA | P_BODY_CLOSE => {}
-            P_STATUS_REST | P_TRAILER_LINE => return (self.run_line(block, j, to), false),
-            P_VALUE if self.header == HDR_OTHER => return (self.run_line(block, j, to), false),
-            P_NAME => return (self.run_name(block, j, to), false),
-            P_STATUS => return (self.run_version(block, j, to), false),
-            P_STATUS_CODE => return (self.run_code(block, j, to), false),
+            phase @ (P_STATUS | P_STATUS_CODE | P_STATUS_REST | P_LINE_START | P_NAME | P_VALUE
+            | P_TRAILER_LINE) => {
+                // The status line's fixed parts, then the rest of the head.
+                if phase == P_STATUS {
+                    j = self.run_version(block, j, to);
+                }
+                if fresh(&self.phase) == P_STATUS_CODE {
+                    j = self.run_code(block, j, to);
+                }
+                return (self.run_head(block, j, to), false);
+            }
             _ => return (j, false),
         }
         // Body bytes; a counted body leaves its last byte to `step`.
@@ -921,11 +952,28 @@ impl Scanner {
         });
         let start = j;
         let mut masked = false;
-        if self.flags & F_TOKEN_BODY != 0 {
-            if self.found & SHAPE_AWS_IMDS_TOKEN == 0 {
+        let token = self.flags & F_TOKEN_BODY != 0;
+        if token && self.found & SHAPE_AWS_IMDS_TOKEN == 0 {
+            return (j, false);
+        }
+        if token || self.json == J_SECRET || self.json == J_XML {
+            // Masked up to a byte that ends the run (none in a token body),
+            // in one loop for the three (the verifier walks each loop).
+            let (stop, stop2): (u16, u16) = if token {
+                (0x100, 0x100)
+            } else if self.json == J_SECRET {
+                (b'"' as u16, b'\\' as u16)
+            } else {
+                (b'<' as u16, b'<' as u16)
+            };
+            if !token && self.flags & F_ESCAPE != 0 {
                 return (j, false);
             }
             while j < end {
+                let b = block[at(j)] as u16;
+                if b == stop || b == stop2 {
+                    break;
+                }
                 block[at(j)] = FILLER;
                 j += 1;
             }
@@ -940,20 +988,31 @@ impl Scanner {
         } else if self.json == J_STRING || (self.json == J_OUT && self.xml == 0) {
             // Between strings and in them, in one loop (a string opened
             // here is read on in it) so the verifier walks a single bound.
-            let mut string = self.json == J_STRING;
             while j < end {
                 let b = block[at(j)];
-                if string {
-                    if b == b'"' || b == b'\\' {
+                if fresh(&self.json) == J_STRING {
+                    if b == b'\\' {
                         break;
                     }
-                    self.hash = fold(self.hash, b);
-                    self.slen += 1;
+                    if b == b'"' {
+                        // A string no key can be closes here, as in
+                        // `body_byte`; `step` looks the others up.
+                        let h = fresh(&self.hash);
+                        if fresh(&self.flags) & F_ESCAPED_KEY != 0
+                            || table.bloom & (1 << (h % 64)) != 0
+                        {
+                            break;
+                        }
+                        self.key_shapes = 0;
+                        self.json = J_OUT;
+                    } else {
+                        self.hash = fold(self.hash, b);
+                        self.slen += 1;
+                    }
                 } else if b == b'<' {
                     break;
                 } else if b == b'"' {
                     // A string opens, as in `outside`.
-                    string = true;
                     self.json = J_STRING;
                     self.hash = FNV_OFFSET;
                     self.slen = 0;
@@ -961,26 +1020,6 @@ impl Scanner {
                 }
                 j += 1;
             }
-        } else if self.json == J_SECRET {
-            while j < end {
-                let b = block[at(j)];
-                if b == b'"' || b == b'\\' {
-                    break;
-                }
-                block[at(j)] = FILLER;
-                j += 1;
-            }
-            masked = j > start;
-        } else if self.json == J_XML {
-            while j < end {
-                let b = block[at(j)];
-                if b == b'<' {
-                    break;
-                }
-                block[at(j)] = FILLER;
-                j += 1;
-            }
-            masked = j > start;
         }
         if self.phase != P_BODY_CLOSE {
             self.remaining -= (j - start) as u64;
@@ -1008,7 +1047,15 @@ impl Scanner {
         self.pos = 7;
         self.phase = P_STATUS_VERSION;
         self.head += 7;
-        from + 7
+        // The space before the code, as `step` takes it.
+        if to < from + 8 || self.head + 1 > MAX_HEAD || b(7) != b' ' {
+            return from + 7;
+        }
+        self.phase = P_STATUS_CODE;
+        self.pos = 0;
+        self.status = 0;
+        self.head += 1;
+        from + 8
     }
 
     /// A status code's three digits and the byte after them, when the block
@@ -1045,36 +1092,83 @@ impl Scanner {
         clamp(if to - from > room { from + room } else { to })
     }
 
-    /// The rest of a header name (up to the head bound).
+    /// Header lines, up to the head bound, in one loop (so the verifier
+    /// walks a single bound): the rest of the status line, names, values
+    /// nothing is read from, `Content-Length` digits, and the line breaks
+    /// between them. Stops, for `step`, at the names `start_value` acts on,
+    /// at the end of a value it checks, at the head's end, and at anything
+    /// `step` would cut on.
     #[inline(always)]
-    fn run_name(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
+    fn run_head(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
+        if from >= to {
+            return from;
+        }
         let end = self.head_end(from, to);
         let mut j = from;
         while j < end {
             let b = block[at(j)];
-            if b == b':' || b == b'\n' || b == b' ' || b == b'\t' {
-                break;
+            match fresh(&self.phase) {
+                P_NAME => {
+                    if b == b':' {
+                        let name = (self.hash, fresh(&self.slen));
+                        if name == H_CONTENT_LENGTH
+                            || name == H_TRANSFER_ENCODING
+                            || name == H_TOKEN_TTL
+                        {
+                            break;
+                        }
+                        self.header = HDR_OTHER;
+                        self.phase = P_VALUE;
+                    } else if b == b'\n' || b == b' ' || b == b'\t' {
+                        break;
+                    } else {
+                        self.hash = fold(self.hash, b);
+                        self.slen += 1;
+                    }
+                }
+                phase @ (P_VALUE | P_STATUS_REST | P_TRAILER_LINE) => {
+                    let other = phase != P_VALUE || fresh(&self.header) == HDR_OTHER;
+                    if b == b'\n' {
+                        if phase == P_TRAILER_LINE || !other {
+                            break;
+                        }
+                        self.phase = P_LINE_START;
+                    } else if b != b'\r' && !other {
+                        // Only what `value_byte` takes without cutting.
+                        if fresh(&self.header) != HDR_CONTENT_LENGTH {
+                            break;
+                        }
+                        if b.is_ascii_digit() {
+                            let length = fresh(&self.length);
+                            if fresh(&self.flags) & F_DIGITS_DONE != 0 || length >= MAX_LENGTH {
+                                break;
+                            }
+                            self.length = length * 10 + (b - b'0') as u64;
+                            self.pos = 1;
+                        } else if b == b' ' || b == b'\t' {
+                            if fresh(&self.pos) != 0 {
+                                self.flags |= F_DIGITS_DONE;
+                            }
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                P_LINE_START => {
+                    if b == b'\n' || b == b':' || (is_ws(b) && b != b'\r') {
+                        break;
+                    }
+                    if b != b'\r' {
+                        self.phase = P_NAME;
+                        self.hash = fold(FNV_OFFSET, b);
+                        self.slen = 1;
+                    }
+                }
+                _ => break,
             }
-            self.hash = fold(self.hash, b);
-            self.slen += 1;
             self.head += 1;
             j += 1;
         }
-        j
-    }
-
-    /// The rest of a line nothing is read from (up to the head bound).
-    #[inline(always)]
-    fn run_line(&mut self, block: &[u8; RUN], from: usize, to: usize) -> usize {
-        let end = self.head_end(from, to);
-        let mut j = from;
-        while j < end {
-            if block[at(j)] == b'\n' {
-                break;
-            }
-            j += 1;
-        }
-        self.head += (j - from) as u32;
         j
     }
 }

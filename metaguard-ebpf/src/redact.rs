@@ -49,7 +49,10 @@ pub struct RedactConn {
     pub senders: u32,
     /// Input passed unscanned while the mask was empty.
     pub skipped: u32,
-    pub _pad: u32,
+    /// Whether the last sender was guarded, and its rules that redact:
+    /// with its `agg`, what a repeat send by the same sender is known by.
+    pub guarded: u32,
+    pub rules: RuleSet,
     /// Where the scan of the segment being read stands.
     pub cursor: Cursor,
 }
@@ -108,25 +111,17 @@ pub fn wanted(dest: &Protected) -> bool {
 /// a sender is judged, every shape is masked.
 #[inline(always)]
 pub fn start(cookie: u64) -> bool {
-    let conn = RedactConn {
-        scanner: Scanner::new(SHAPES_ALL),
-        agg: AggKey::default(),
-        comm: [0; 16],
-        rule: u16::MAX,
-        endpoint: u16::MAX,
-        senders: 0,
-        skipped: 0,
-        _pad: 0,
-        cursor: Cursor {
-            pos: 0,
-            base: 0,
-            n: 0,
-            dirty: 0,
-            failed: 0,
-            _pad: 0,
-        },
+    // Zeroed in words, then the fields that start non-zero: built as one
+    // struct literal, its zero fields became byte-at-a-time memset calls.
+    let mut conn = MaybeUninit::<RedactConn>::uninit();
+    let c = unsafe {
+        crate::mem::zero_words(conn.as_mut_ptr());
+        conn.assume_init_mut()
     };
-    REDACT_CONNS.insert(&cookie, &conn, 0).is_ok()
+    c.scanner = Scanner::new(SHAPES_ALL);
+    c.rule = u16::MAX;
+    c.endpoint = u16::MAX;
+    REDACT_CONNS.insert(&cookie, c, 0).is_ok()
 }
 
 /// Drops a connection's scanner state (it could not join `REDACT_SOCKS`).
@@ -171,16 +166,19 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
         return false;
     }
     let rules = s.info.allowed.and(any);
-    let need = if s.guarded() && !rules.is_empty() {
-        shapes_for(&rules)
-    } else {
-        0
+    let guarded = s.guarded();
+    let need = || {
+        if guarded && !rules.is_empty() {
+            shapes_for(&rules)
+        } else {
+            0
+        }
     };
     // No readable cookie (0 is never a socket's): not a connection that
     // can redact.
     let cookie = crate::sockets::msg_cookie(ctx);
     let Some(c) = REDACT_CONNS.get_ptr_mut(&cookie) else {
-        if need != 0 {
+        if need() != 0 {
             refuse(s, cookie, Reason::RedactUnavailable);
             return true;
         }
@@ -191,6 +189,16 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
         refuse(s, cookie, Reason::RedactCut);
         return true;
     }
+    if c.senders != 0
+        && c.guarded == guarded as u32
+        && same_words(&c.rules, &rules)
+        && same_words(&c.agg, &s.info.agg)
+    {
+        // The last sender again, under the same policy: its shapes are in
+        // the mask already, and the labels are its own.
+        return false;
+    }
+    let need = need();
     if c.senders == 0 {
         c.scanner.mask = need;
     } else if need & !c.scanner.mask != 0 {
@@ -201,11 +209,31 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
         c.scanner.mask |= need;
     }
     c.senders = c.senders.saturating_add(1);
+    c.guarded = guarded as u32;
+    c.rules = rules;
     c.agg = s.info.agg;
     c.rule = s.info.verdict.rule;
     c.endpoint = s.info.verdict.endpoint;
     crate::mem::current_comm(&mut c.comm);
     false
+}
+
+/// `a == b` for plain structs of whole 8-byte words (a derived `==` on byte
+/// arrays can become a `bcmp` call, which eBPF does not have).
+#[inline(always)]
+fn same_words<T>(a: &T, b: &T) -> bool {
+    const {
+        assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8);
+    }
+    let (a, b) = (a as *const T as *const u64, b as *const T as *const u64);
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        if unsafe { *a.add(i) != *b.add(i) } {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[inline(never)]

@@ -141,7 +141,9 @@ pub struct AggKey {
     pub protocol: u16,
     pub hook: u8,
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// Redaction reports: the shapes masked (one window per set of shapes);
+    /// 0 for decisions.
+    pub redacted: u16,
 }
 
 /// Value of `AGGREGATES` (per CPU): the verdict of the current window and
@@ -179,7 +181,7 @@ impl AggKey {
             protocol: ev.protocol,
             hook: ev.hook,
             flags: ev.flags,
-            _pad: [0; 2],
+            redacted: ev.redacted,
         }
     }
 }
@@ -201,6 +203,7 @@ impl Event {
         self.protocol = k.protocol;
         self.hook = k.hook;
         self.flags = k.flags;
+        self.redacted = k.redacted;
     }
 
     /// Copies a verdict into the event.
@@ -232,8 +235,8 @@ mod tests {
             dport: 80,
             protocol: 6,
             hook: 1,
-            flags: 0,
-            _pad: [0; 2],
+            flags: EVENT_REDACT,
+            redacted: 5,
         };
         let mut ev: Event = unsafe { core::mem::zeroed() };
         ev.set_key(&k);

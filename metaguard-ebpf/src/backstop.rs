@@ -187,7 +187,7 @@ fn report(
         protocol: d.protocol as u16,
         hook: Hook::Egress as u8,
         flags: EVENT_NO_EXE | EVENT_NO_TASK | if d.port.is_none() { EVENT_NO_PORT } else { 0 },
-        _pad: [0; 2],
+        redacted: 0,
     };
     let verdict = AggCount {
         rule: NONE_U16,

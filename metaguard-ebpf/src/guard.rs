@@ -334,7 +334,7 @@ pub fn decide_current(
         protocol,
         hook: hook as u8,
         flags: if exe.is_some() { 0 } else { EVENT_NO_EXE },
-        _pad: [0; 2],
+        redacted: 0,
     };
     let window = window(cfg, &agg);
     // Within a policy generation the verdict depends only on the key, except
@@ -430,7 +430,7 @@ pub fn sender(
     a.protocol = protocol;
     a.hook = hook as u8;
     a.flags = if exe.is_some() { 0 } else { EVENT_NO_EXE };
-    a._pad = [0; 2];
+    a.redacted = 0;
     info.exe = ExeFile::of(exe.as_ref());
     info.tid = pid_tgid as u32;
     Some(info)

@@ -26,13 +26,17 @@ use aya_ebpf::{
 };
 use metaguard_common::{
     decide::{Action, Reason},
-    event::{AggKey, Hook, EVENT_REDACT},
+    event::{AggCount, AggKey, Event, Hook, EVENT_REDACT},
     maps::{Protected, MAX_PROTECTED_SOCKS},
     redact::{RedactTable, Scanner, FILLER, RUN, SHAPES_ALL, SHAPE_CUT},
     ruleset::{RuleSet, MAX_RULES, RULE_WORDS},
 };
 
-use crate::{emit::emit, guard::Sender};
+use crate::{
+    emit::{emit, window},
+    guard::Sender,
+    maps::active_slot,
+};
 
 /// Connections whose answers are scanned, by socket cookie.
 pub const MAX_REDACT_CONNS: u32 = 16384;
@@ -428,27 +432,39 @@ pub fn verdict(ctx: &SkBuffContext) -> u32 {
     sk_action::SK_PASS
 }
 
+/// Reports the shapes masked in the answers just finished. Repeats within
+/// the aggregation window (same sender, destination and shapes) are
+/// counted, like repeated decisions, instead of sent; a cut is always sent:
+/// the daemon resets the connection it names.
 #[inline(never)]
 fn report(c: &RedactConn, cookie: u64, shapes: u32) {
     let cut = shapes & SHAPE_CUT != 0;
-    emit(|ev| {
-        ev.set_key(&c.agg);
-        ev.hook = Hook::Response as u8;
-        ev.flags |= EVENT_REDACT;
-        ev.rule = c.rule;
-        ev.endpoint = c.endpoint;
-        ev.action = if cut {
-            Action::Deny as u8
-        } else {
-            Action::Allow as u8
-        };
-        ev.reason = if cut {
-            Reason::RedactCut as u8
-        } else {
-            Reason::Redacted as u8
-        };
+    let mut key = c.agg;
+    key.hook = Hook::Response as u8;
+    key.flags |= EVENT_REDACT;
+    key.redacted = shapes as u16;
+    let (action, reason) = if cut {
+        (Action::Deny, Reason::RedactCut)
+    } else {
+        (Action::Allow, Reason::Redacted)
+    };
+    let verdict = AggCount {
+        rule: c.rule,
+        endpoint: c.endpoint,
+        action: action as u8,
+        reason: reason as u8,
+        ..Default::default()
+    };
+    let fill = |ev: &mut Event| {
         ev.cookie = cookie;
-        ev.redacted = shapes as u16;
         ev.comm = c.comm;
-    });
+    };
+    match crate::guard::config(active_slot()) {
+        Some(cfg) if !cut => window(cfg, &key).record(cfg, &key, &verdict, true, fill),
+        _ => emit(|ev| {
+            ev.set_key(&key);
+            ev.set_verdict(&verdict);
+            fill(ev);
+        }),
+    }
 }

@@ -189,7 +189,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 st.drain(events.get_mut());
                 let counts = st.guard.repeat_counts().unwrap_or_default();
                 for d in st.repeats.report(&counts, &mut st.renderer) {
-                    st.metrics.decision(&d);
+                    if d.kind != "redact" {
+                        st.metrics.decision(&d);
+                    }
                     st.out.decision(&d);
                 }
                 let total = st.guard.lost_events().unwrap_or(lost_total);
@@ -406,10 +408,11 @@ impl State {
                         }
                     }
                 }
-                // Redaction reports are not decisions: no repeats to
-                // count, nothing for the decision metrics.
+                // Redaction reports are counted in windows like decisions
+                // (a cut never is), but are not decisions: nothing for the
+                // decision metrics.
+                self.repeats.note(&ev, &d);
                 if d.kind != "redact" {
-                    self.repeats.note(&ev, &d);
                     self.metrics.decision(&d);
                 }
                 self.out.decision(&d);

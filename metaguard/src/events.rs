@@ -397,7 +397,7 @@ impl Decision {
         }
     }
 
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         let dest = match (
             self.destination.port,
             self.destination.address.contains(':'),
@@ -420,6 +420,9 @@ impl Decision {
         } else {
             String::new()
         };
+        if let Some(r) = &self.redacted {
+            repeats.push_str(&format!(" redacted={}", r.join(",")));
+        }
         if let Some(r) = &self.request {
             repeats.push_str(&format!(
                 " request=\"{} {}\"",

@@ -126,4 +126,55 @@ mod tests {
         assert!(rep.report(&[], &mut r).is_empty());
         assert!(rep.reported.is_empty());
     }
+
+    /// Repeats of a redaction report come back as redaction events naming
+    /// the key's shapes, whether or not the first one was seen.
+    #[test]
+    fn redaction_repeats_name_their_shapes() {
+        use metaguard_common::{
+            decide::{Action, Reason},
+            event::{Hook, EVENT_REDACT},
+            redact::SHAPE_AWS_CREDENTIALS,
+        };
+        let policy = crate::policy::Policy {
+            source: "t.toml".into(),
+            mode: Default::default(),
+            guard: Default::default(),
+            endpoints: vec![],
+            rules: vec![],
+            events: Default::default(),
+        };
+        let mut r = Renderer::new(&policy);
+        let mut rep = Repeats::default();
+        let k = AggKey {
+            hook: Hook::Response as u8,
+            flags: EVENT_REDACT,
+            redacted: SHAPE_AWS_CREDENTIALS as u16,
+            ..key(9)
+        };
+        let c = |repeats| AggCount {
+            action: Action::Allow as u8,
+            reason: Reason::Redacted as u8,
+            ..count(10, repeats)
+        };
+        let unseen = rep.report(&[(k, vec![c(2)])], &mut r);
+        assert_eq!(unseen[0].kind, "redact");
+        assert_eq!(unseen[0].reason, "redacted");
+        assert_eq!(unseen[0].count, 2);
+        assert_eq!(
+            unseen[0].redacted.as_deref(),
+            Some(&["aws-credentials".to_string()][..])
+        );
+        // Seen first: its labels (connection, comm) carry over.
+        let mut ev: Event = unsafe { std::mem::zeroed() };
+        ev.set_key(&k);
+        ev.set_verdict(&c(0));
+        ev.cookie = 77;
+        rep.note(&ev, &r.render(&ev));
+        let seen = rep.report(&[(k, vec![c(5)])], &mut r);
+        assert_eq!(seen[0].kind, "redact");
+        assert_eq!(seen[0].count, 3);
+        assert_eq!(seen[0].connection, Some(77));
+        assert!(seen[0].text().contains("redacted=aws-credentials"));
+    }
 }

@@ -263,6 +263,33 @@ fn requests_reads_secrets_masked_in_every_delivery() {
             "no redact event naming {shape}"
         );
     }
+    // Reports are aggregated like decisions, and every answer counts once:
+    // the script read 10 credentials answers (5 deliveries, 4 kept alive,
+    // 1 after the HEAD), all masking exactly the AWS shape.
+    let creds_answers = || -> (u64, usize) {
+        let all = env.events.lock().unwrap();
+        let evs: Vec<&Value> = all
+            .iter()
+            .filter(|e| {
+                e["type"] == "redact"
+                    && e["rule"] == "python-monitoring"
+                    && e["redacted"] == serde_json::json!(["aws-credentials"])
+            })
+            .collect();
+        (
+            evs.iter().filter_map(|e| e["count"].as_u64()).sum(),
+            evs.len(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while creds_answers().0 < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A late repeat report would show here as a count past 10.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (answers, events) = creds_answers();
+    assert_eq!(answers, 10, "{:#?}", env.events.lock().unwrap());
+    eprintln!("10 credentials answers reported in {events} events");
     let all = env.events.lock().unwrap();
     for e in all.iter() {
         let t = e.to_string();

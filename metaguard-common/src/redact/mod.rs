@@ -277,7 +277,9 @@ pub struct Scanner {
     /// announces a body that never comes: the next answer starts there);
     /// `PROBE_OFF` once the body is known to be one.
     pub probe: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Where [`Scanner::opaque`] passes values through (0 between uses).
+    pub scratch: u32,
 }
 
 const PROBE_OFF: u8 = 0xff;
@@ -362,8 +364,20 @@ impl Scanner {
             pos: 0,
             xml: 0,
             probe: PROBE_OFF,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            scratch: 0,
         }
+    }
+
+    /// `v`, passed through memory the eBPF verifier does not follow (the
+    /// kernel's scanner lives in a map value): a loop entered with `v` is
+    /// walked once, not once for each value the previous loop could leave.
+    #[inline(always)]
+    fn opaque(&mut self, v: usize) -> usize {
+        self.scratch = v as u32;
+        let v = fresh(&self.scratch) as usize;
+        self.scratch = 0;
+        v
     }
 
     /// The stream was cut: every further byte is masked.
@@ -956,38 +970,69 @@ impl Scanner {
         if token && self.found & SHAPE_AWS_IMDS_TOKEN == 0 {
             return (j, false);
         }
-        if token || self.json == J_SECRET || self.json == J_XML {
+        if !token && self.flags & F_ESCAPE != 0 {
+            return (j, false);
+        }
+        // Three loops in sequence, each taking over where the previous one
+        // leaves the state (each starts from an opaque position: the
+        // verifier walks it once, not once per way the previous one ends).
+        let json = self.json;
+        if !token && (json == J_AFTER_KEY || json == J_AFTER_COLON) {
+            // After a secret key: whitespace, the colon and the value's
+            // opening quote, as `body_byte` takes them.
+            while j < end {
+                let b = block[at(j)];
+                if b == b':' && fresh(&self.json) == J_AFTER_KEY {
+                    self.json = J_AFTER_COLON;
+                } else if b == b'"' && fresh(&self.json) == J_AFTER_COLON {
+                    self.json = J_SECRET;
+                    self.found |= self.key_shapes;
+                    self.values += 1;
+                    j += 1;
+                    break;
+                } else if !is_ws(b) {
+                    break;
+                }
+                j += 1;
+            }
+            j = self.opaque(j).min(end);
+        }
+        let json = fresh(&self.json);
+        if token || json == J_SECRET || json == J_XML {
             // Masked up to a byte that ends the run (none in a token body),
-            // in one loop for the three (the verifier walks each loop).
+            // in one loop for the three; a secret's closing quote ends it
+            // here, as in `body_byte`.
             let (stop, stop2): (u16, u16) = if token {
                 (0x100, 0x100)
-            } else if self.json == J_SECRET {
+            } else if json == J_SECRET {
                 (b'"' as u16, b'\\' as u16)
             } else {
                 (b'<' as u16, b'<' as u16)
             };
-            if !token && self.flags & F_ESCAPE != 0 {
-                return (j, false);
-            }
+            let first = j;
             while j < end {
-                let b = block[at(j)] as u16;
+                let i = at(j);
+                let b = block[i] as u16;
                 if b == stop || b == stop2 {
                     break;
                 }
-                block[at(j)] = FILLER;
+                block[i] = FILLER;
                 j += 1;
             }
-            masked = j > start;
-        } else if self.flags & F_ESCAPE != 0 {
-            return (j, false);
-        } else if self.json == J_AFTER_KEY || self.json == J_AFTER_COLON {
-            // Whitespace around the colon changes nothing.
-            while j < end && is_ws(block[at(j)]) {
+            masked = j > first;
+            if json == J_SECRET && j < end && block[at(j)] == b'"' {
+                self.json = J_OUT;
                 j += 1;
             }
-        } else if self.json == J_STRING || (self.json == J_OUT && self.xml == 0) {
+            j = self.opaque(j).min(end);
+        }
+        let json = fresh(&self.json);
+        if !token && (json == J_STRING || (json == J_OUT && self.xml == 0)) {
             // Between strings and in them, in one loop (a string opened
             // here is read on in it) so the verifier walks a single bound.
+            // The string's hash and length stay in registers until the
+            // run ends.
+            let (mut h, mut n) = (self.hash, self.slen);
             while j < end {
                 let b = block[at(j)];
                 if fresh(&self.json) == J_STRING {
@@ -997,7 +1042,6 @@ impl Scanner {
                     if b == b'"' {
                         // A string no key can be closes here, as in
                         // `body_byte`; `step` looks the others up.
-                        let h = fresh(&self.hash);
                         if fresh(&self.flags) & F_ESCAPED_KEY != 0
                             || table.bloom & (1 << (h % 64)) != 0
                         {
@@ -1006,20 +1050,22 @@ impl Scanner {
                         self.key_shapes = 0;
                         self.json = J_OUT;
                     } else {
-                        self.hash = fold(self.hash, b);
-                        self.slen += 1;
+                        h = fold(h, b);
+                        n += 1;
                     }
                 } else if b == b'<' {
                     break;
                 } else if b == b'"' {
                     // A string opens, as in `outside`.
                     self.json = J_STRING;
-                    self.hash = FNV_OFFSET;
-                    self.slen = 0;
+                    h = FNV_OFFSET;
+                    n = 0;
                     self.flags &= !(F_ESCAPE | F_ESCAPED_KEY);
                 }
                 j += 1;
             }
+            self.hash = h;
+            self.slen = n;
         }
         if self.phase != P_BODY_CLOSE {
             self.remaining -= (j - start) as u64;

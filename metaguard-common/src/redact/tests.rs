@@ -166,6 +166,21 @@ fn escaped_keys_count_as_secret_keys_and_non_string_values_pass() {
     );
 }
 
+/// Keys match whatever their letters' case; a byte's bit-5 twin outside
+/// the letters (DEL for `_`) also matches, which only masks more; other
+/// bytes do not.
+#[test]
+fn keys_match_in_any_case_and_twins_only_mask_more() {
+    let body = "{\"ACCESS_TOKEN\":\"a1\",\"access\u{7f}token\":\"b2\",\"accessXtoken\":\"c3\"}";
+    let (out, _) = run(SHAPE_GCP_TOKEN, &response(body));
+    assert!(
+        out.ends_with(
+            "{\"ACCESS_TOKEN\":\"**\",\"access\u{7f}token\":\"**\",\"accessXtoken\":\"c3\"}"
+        ),
+        "{out}"
+    );
+}
+
 #[test]
 fn keep_alive_interim_and_bodiless_responses() {
     let two = format!(

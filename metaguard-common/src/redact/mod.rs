@@ -1173,15 +1173,18 @@ impl Scanner {
         }
         let end = self.head_end(from, to);
         let mut j = from;
+        // The name's hash and length, in registers until the run ends (the
+        // length is never branched on here: a name whose hash is one
+        // `start_value` acts on goes to `step`, which compares both).
+        let (mut h, mut n) = (self.hash, self.slen);
         while j < end {
             let b = block[at(j)];
             match fresh(&self.phase) {
                 P_NAME => {
                     if b == b':' {
-                        let name = (self.hash, fresh(&self.slen));
-                        if name == H_CONTENT_LENGTH
-                            || name == H_TRANSFER_ENCODING
-                            || name == H_TOKEN_TTL
+                        if h == H_CONTENT_LENGTH.0
+                            || h == H_TRANSFER_ENCODING.0
+                            || h == H_TOKEN_TTL.0
                         {
                             break;
                         }
@@ -1190,8 +1193,8 @@ impl Scanner {
                     } else if b == b'\n' || b == b' ' || b == b'\t' {
                         break;
                     } else {
-                        self.hash = fold(self.hash, b);
-                        self.slen += 1;
+                        h = fold(h, b);
+                        n += 1;
                     }
                 }
                 phase @ (P_VALUE | P_STATUS_REST | P_TRAILER_LINE) => {
@@ -1228,15 +1231,17 @@ impl Scanner {
                     }
                     if b != b'\r' {
                         self.phase = P_NAME;
-                        self.hash = fold(FNV_OFFSET, b);
-                        self.slen = 1;
+                        h = fold(FNV_OFFSET, b);
+                        n = 1;
                     }
                 }
                 _ => break,
             }
-            self.head += 1;
             j += 1;
         }
+        self.hash = h;
+        self.slen = n;
+        self.head += (j - from) as u32;
         j
     }
 }

@@ -11,6 +11,8 @@
 //! - [`http`]: the HTTP/1.x request checker and its pattern map key.
 //! - [`redact`]: the response scanner that masks secrets in metadata answers.
 #![no_std]
+// Inline asm on the eBPF target (an opaque register copy, `redact::at`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod addr;
 pub mod decide;

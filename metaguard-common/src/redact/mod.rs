@@ -334,7 +334,24 @@ fn fresh<T: Copy>(field: &T) -> T {
 /// (the verifier loses the loop bound across LLVM's loop rewrites).
 #[inline(always)]
 fn at(j: usize) -> usize {
-    core::hint::black_box(j) & (RUN - 1)
+    opaque_reg(j) & (RUN - 1)
+}
+
+/// `v` through an empty asm statement the compiler cannot see into (and
+/// must assume reads and writes memory, like `black_box`), in one register
+/// copy: `black_box` stores to the stack and loads back, for every byte.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn opaque_reg(mut v: usize) -> usize {
+    // SAFETY: copies a register to itself.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) v) };
+    v
+}
+
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+fn opaque_reg(v: usize) -> usize {
+    core::hint::black_box(v)
 }
 
 #[inline(always)]

@@ -34,7 +34,7 @@ pub const FILLER: u8 = b'*';
 pub const MAX_HEAD: u32 = 8192;
 
 /// Block size of [`Scanner::run`] (a power of two).
-pub const RUN: usize = 64;
+pub const RUN: usize = 128;
 
 /// AWS role credentials: JSON `AccessKeyId`, `SecretAccessKey`, `Token`.
 pub const SHAPE_AWS_CREDENTIALS: u32 = 1 << 0;

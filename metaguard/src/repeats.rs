@@ -82,6 +82,17 @@ mod tests {
         }
     }
 
+    fn empty_policy() -> crate::policy::Policy {
+        crate::policy::Policy {
+            source: "t.toml".into(),
+            mode: Default::default(),
+            guard: Default::default(),
+            endpoints: vec![],
+            rules: vec![],
+            events: Default::default(),
+        }
+    }
+
     fn count(created: u64, repeats: u64) -> AggCount {
         AggCount {
             window_start: created,
@@ -95,15 +106,7 @@ mod tests {
 
     #[test]
     fn reports_each_repeat_once_across_cpus_and_recreation() {
-        let policy = crate::policy::Policy {
-            source: "t.toml".into(),
-            mode: Default::default(),
-            guard: Default::default(),
-            endpoints: vec![],
-            rules: vec![],
-            events: Default::default(),
-        };
-        let mut r = Renderer::new(&policy);
+        let mut r = Renderer::new(&empty_policy());
         let mut rep = Repeats::default();
         let k = key(7);
         let first = rep.report(&[(k, vec![count(10, 3), count(0, 0)])], &mut r);
@@ -136,15 +139,7 @@ mod tests {
             event::{Hook, EVENT_REDACT},
             redact::SHAPE_AWS_CREDENTIALS,
         };
-        let policy = crate::policy::Policy {
-            source: "t.toml".into(),
-            mode: Default::default(),
-            guard: Default::default(),
-            endpoints: vec![],
-            rules: vec![],
-            events: Default::default(),
-        };
-        let mut r = Renderer::new(&policy);
+        let mut r = Renderer::new(&empty_policy());
         let mut rep = Repeats::default();
         let k = AggKey {
             hook: Hook::Response as u8,

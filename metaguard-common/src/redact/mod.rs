@@ -104,11 +104,21 @@ pub const fn fold(h: u32, b: u8) -> u32 {
     (h ^ b.to_ascii_lowercase() as u32).wrapping_mul(FNV_PRIME)
 }
 
+/// [`fold`] over a whole name.
 pub const fn hash(s: &[u8]) -> u32 {
+    fold_all(s, false)
+}
+
+/// `s` folded with [`fold_key`] (`key`) or [`fold`].
+const fn fold_all(s: &[u8], key: bool) -> u32 {
     let mut h = FNV_OFFSET;
     let mut i = 0;
     while i < s.len() {
-        h = fold(h, s[i]);
+        h = if key {
+            fold_key(h, s[i])
+        } else {
+            fold(h, s[i])
+        };
         i += 1;
     }
     h
@@ -127,13 +137,7 @@ pub const fn fold_key(h: u32, b: u8) -> u32 {
 
 /// [`fold_key`] over a whole key.
 pub const fn hash_key(s: &[u8]) -> u32 {
-    let mut h = FNV_OFFSET;
-    let mut i = 0;
-    while i < s.len() {
-        h = fold_key(h, s[i]);
-        i += 1;
-    }
-    h
+    fold_all(s, true)
 }
 
 const H_CONTENT_LENGTH: (u32, u32) = (hash(b"content-length"), 14);

@@ -76,7 +76,8 @@ pub struct Cursor {
     /// A byte of the block was masked: it must be written back.
     pub dirty: u32,
     pub failed: u32,
-    pub _pad: u32,
+    /// The segment was made linear and private (before the first write).
+    pub pulled: u32,
 }
 
 /// Established TCP sockets whose answers may need redacting; the sk_msg
@@ -278,6 +279,15 @@ fn flush(s: &mut Scan, c: &mut Cursor) {
     if n == 0 || n > RUN as u32 {
         return;
     }
+    if c.pulled == 0 {
+        // One pull of the whole segment before its first write: masking
+        // then does not reallocate the head for each block it writes, and
+        // the block reads after it are plain copies. Answers with nothing
+        // to mask skip it (it is most of what scanning them costs). A
+        // failure only leaves the slower path.
+        c.pulled = 1;
+        let _ = unsafe { bpf_skb_pull_data(s.skb, s.len) };
+    }
     let r = unsafe { bpf_skb_store_bytes(s.skb, c.base, s.buf.as_ptr() as *const c_void, n, 0) };
     if r != 0 {
         c.failed = 1;
@@ -383,10 +393,6 @@ pub fn verdict(ctx: &SkBuffContext) -> u32 {
         return sk_action::SK_DROP;
     };
     let len = unsafe { (*skb).len };
-    // One pull makes the whole segment linear and private: the block reads
-    // are then plain copies, and masking does not reallocate the head for
-    // each block it writes. A failure only leaves the slower path.
-    let _ = unsafe { bpf_skb_pull_data(skb, len) };
     // An opaque zero: zero constants in adjacent fields become a memset,
     // a byte-at-a-time call in eBPF.
     let zero = core::hint::black_box(0);
@@ -395,6 +401,7 @@ pub fn verdict(ctx: &SkBuffContext) -> u32 {
     c.cursor.n = zero;
     c.cursor.dirty = zero;
     c.cursor.failed = zero;
+    c.cursor.pulled = zero;
     let mut scan = Scan {
         skb,
         conn,

@@ -393,3 +393,87 @@ fn botocore_fetcher_and_curl_get_masked_credentials() {
                 .is_some_and(|a| a.iter().any(|s| s == "aws-imds-token")))
         .is_some());
 }
+
+const GROWING_SCRIPT: &str = r#"
+import json, os, socket
+SECRET = SECRET_BYTES
+REQ = b"GET /latest/meta-data/iam/security-credentials/ROLE HTTP/1.1\r\nHost: x\r\n\r\n"
+def fetch(s):
+    s.sendall(REQ)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    head, body = got.split(b"\r\n\r\n", 1)
+    n = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+    while len(body) < n:
+        body += s.recv(4096)
+    return {"secret_seen": SECRET in body, "stars": body.count(b"*")}
+s = socket.create_connection(("169.254.169.254", 80), timeout=5)
+out = {"root_first": fetch(s)}
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setuid(65534)
+    os.write(w, json.dumps(fetch(s)).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+out["nobody"] = json.loads(os.read(r, 4096))
+out["root_after"] = fetch(s)
+print(json.dumps(out))
+"#;
+
+/// What a connection masks only grows with its senders: a process whose
+/// rules redact more than the previous sender's gets its shapes masked on
+/// the same connection, and they stay masked when the first sends again
+/// (the per-send program's shortcut for a repeat sender must not skip a
+/// new one).
+#[test]
+fn a_stricter_sender_on_a_shared_connection_gets_its_shapes_masked() {
+    let test = "a_stricter_sender_on_a_shared_connection_gets_its_shapes_masked";
+    let Some(py) = python_or_skip(test, "json") else {
+        return;
+    };
+    let policy = format!(
+        r#"
+mode = "enforce"
+
+[[endpoint]]
+name      = "aws-imds"
+addresses = ["169.254.169.254/32"]
+ports     = [80]
+
+[[allow]]
+name      = "python-root"
+endpoints = ["aws-imds"]
+exe       = "{py}"
+users     = [0]
+redact    = ["gcp-access-token"]
+
+[[allow]]
+name      = "python-nobody"
+endpoints = ["aws-imds"]
+exe       = "{py}"
+users     = [65534]
+redact    = ["aws-credentials"]
+"#,
+        py = py.display()
+    );
+    let env = Env::start_with("rd-grow", &policy, |_| {});
+    let script = GROWING_SCRIPT.replace("ROLE", AWS_ROLE).replace(
+        "SECRET_BYTES",
+        &format!("{:?}.encode()", AWS_SECRET_ACCESS_KEY),
+    );
+    let v = python(&env, &py, &script);
+    eprintln!("senders sharing a connection: {v}");
+    // Root's rule does not redact AWS credentials: its first answer is as
+    // sent (the check that the script can see a secret at all).
+    assert_eq!(v["root_first"]["secret_seen"], true, "{v}");
+    assert_eq!(v["nobody"]["secret_seen"], false, "{v}");
+    assert!(v["nobody"]["stars"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(v["root_after"]["secret_seen"], false, "{v}");
+    assert!(env
+        .wait_event(|e| e["type"] == "redact"
+            && e["rule"] == "python-nobody"
+            && e["redacted"] == serde_json::json!(["aws-credentials"]))
+        .is_some());
+}

@@ -123,7 +123,7 @@ pub fn start(cookie: u64) -> bool {
         crate::mem::zero_words(conn.as_mut_ptr());
         conn.assume_init_mut()
     };
-    c.scanner = Scanner::new(SHAPES_ALL);
+    c.scanner.init_zeroed(SHAPES_ALL);
     c.rule = u16::MAX;
     c.endpoint = u16::MAX;
     REDACT_CONNS.insert(&cookie, c, 0).is_ok()

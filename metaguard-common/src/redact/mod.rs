@@ -412,6 +412,15 @@ impl Scanner {
         }
     }
 
+    /// Turns an all-zero scanner into [`Scanner::new`]`(mask)` by setting
+    /// only the fields that start non-zero: the kernel zeroes its map
+    /// values a word at a time, and a whole-struct store there becomes
+    /// byte-at-a-time memset calls.
+    pub fn init_zeroed(&mut self, mask: u32) {
+        self.mask = mask;
+        self.probe = PROBE_OFF;
+    }
+
     /// `v`, passed through memory the eBPF verifier does not follow (the
     /// kernel's scanner lives in a map value): a loop entered with `v` is
     /// walked once, not once for each value the previous loop could leave.

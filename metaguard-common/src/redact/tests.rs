@@ -316,3 +316,13 @@ fn head_answers_are_bodiless() {
         "{out}"
     );
 }
+
+/// The kernel builds a connection's scanner from zeroed memory.
+#[test]
+fn a_zeroed_scanner_initialised_is_a_new_one() {
+    for mask in [0, SHAPE_AWS_CREDENTIALS, SHAPES_ALL] {
+        let mut s: Scanner = unsafe { core::mem::zeroed() };
+        s.init_zeroed(mask);
+        assert_eq!(s, Scanner::new(mask));
+    }
+}

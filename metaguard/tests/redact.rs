@@ -29,18 +29,22 @@ const SECRETS: [&str; 6] = [
     AZURE_CERTIFICATE_DATA,
 ];
 
-/// Python (requests, botocore) and curl get answers masked; a copy of curl
-/// placed in the test's temp dir (`{tmp}/curl-entitled`) is entitled.
-fn policy(python: &Path, curl: &Path) -> String {
-    format!(
-        r#"
+/// The policies' start: enforcing, with the fake metadata service's address
+/// as the endpoint the rules name.
+const ENFORCE_IMDS: &str = r#"
 mode = "enforce"
 
 [[endpoint]]
 name      = "aws-imds"
 addresses = ["169.254.169.254/32"]
 ports     = [80]
+"#;
 
+/// Python (requests, botocore) and curl get answers masked; a copy of curl
+/// placed in the test's temp dir (`{tmp}/curl-entitled`) is entitled.
+fn policy(python: &Path, curl: &Path) -> String {
+    format!(
+        r#"{ENFORCE_IMDS}
 [[allow]]
 name      = "python-monitoring"
 endpoints = ["aws-imds"]
@@ -434,14 +438,7 @@ fn a_stricter_sender_on_a_shared_connection_gets_its_shapes_masked() {
         return;
     };
     let policy = format!(
-        r#"
-mode = "enforce"
-
-[[endpoint]]
-name      = "aws-imds"
-addresses = ["169.254.169.254/32"]
-ports     = [80]
-
+        r#"{ENFORCE_IMDS}
 [[allow]]
 name      = "python-root"
 endpoints = ["aws-imds"]

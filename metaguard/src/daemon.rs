@@ -189,9 +189,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 st.drain(events.get_mut());
                 let counts = st.guard.repeat_counts().unwrap_or_default();
                 for d in st.repeats.report(&counts, &mut st.renderer) {
-                    if d.kind != "redact" {
-                        st.metrics.decision(&d);
-                    }
+                    st.metrics.decision(&d);
                     st.out.decision(&d);
                 }
                 let total = st.guard.lost_events().unwrap_or(lost_total);
@@ -409,12 +407,9 @@ impl State {
                     }
                 }
                 // Redaction reports are counted in windows like decisions
-                // (a cut never is), but are not decisions: nothing for the
-                // decision metrics.
+                // (a cut never is).
                 self.repeats.note(&ev, &d);
-                if d.kind != "redact" {
-                    self.metrics.decision(&d);
-                }
+                self.metrics.decision(&d);
                 self.out.decision(&d);
             }
         }

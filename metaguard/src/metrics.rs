@@ -127,6 +127,11 @@ impl Metrics {
     }
 
     pub fn decision(&self, d: &Decision) {
+        // Redaction reports travel with the decisions (and are counted in
+        // windows like them) but are not decisions.
+        if d.kind == "redact" {
+            return;
+        }
         let labels = DecisionLabels {
             action: d.action.to_string(),
             rule: d.rule.clone().unwrap_or_default(),
@@ -284,6 +289,11 @@ mod tests {
             redacted: None,
         };
         m.decision(&d);
+        // A redaction report is not a decision: it changes no count.
+        m.decision(&Decision {
+            kind: "redact",
+            ..d.clone()
+        });
         m.decision(&Decision { count: 1, ..d });
         m.lost(3);
         m.reload(false);

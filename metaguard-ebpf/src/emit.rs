@@ -127,12 +127,18 @@ impl Window {
                 }
             }
         }
-        emit(|ev| {
-            ev.set_key(key);
-            ev.set_verdict(verdict);
-            fill(ev);
-        });
+        emit_verdict(key, verdict, fill);
     }
+}
+
+/// Sends `verdict` for `key` as an event, with what `fill` adds.
+#[inline(always)]
+pub fn emit_verdict(key: &AggKey, verdict: &AggCount, fill: impl FnOnce(&mut Event)) {
+    emit(|ev| {
+        ev.set_key(key);
+        ev.set_verdict(verdict);
+        fill(ev);
+    });
 }
 
 /// Reserves an event, lets `fill` write it, and submits it.

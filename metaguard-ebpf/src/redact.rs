@@ -33,7 +33,7 @@ use metaguard_common::{
 };
 
 use crate::{
-    emit::{emit, window},
+    emit::{emit, emit_verdict, window},
     guard::Sender,
     maps::active_slot,
 };
@@ -468,10 +468,6 @@ fn report(c: &RedactConn, cookie: u64, shapes: u32) {
     };
     match crate::guard::config(active_slot()) {
         Some(cfg) if !cut => window(cfg, &key).record(cfg, &key, &verdict, true, fill),
-        _ => emit(|ev| {
-            ev.set_key(&key);
-            ev.set_verdict(&verdict);
-            fill(ev);
-        }),
+        _ => emit_verdict(&key, &verdict, fill),
     }
 }

@@ -146,6 +146,12 @@ const H_TOKEN_TTL: (u32, u32) = (hash(b"x-aws-ec2-metadata-token-ttl-seconds"), 
 const H_CHUNKED: (u32, u32) = (hash(b"chunked"), 7);
 const DATA_TAG: [u8; 6] = *b"<Data>";
 
+/// A key hash's bit in [`RedactTable::bloom`].
+#[inline(always)]
+const fn bloom_bit(h: u32) -> u64 {
+    1 << (h % 64)
+}
+
 /// Why a custom key is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TableError {
@@ -201,14 +207,20 @@ impl RedactTable {
             shapes,
         };
         self.key_shapes |= shapes;
-        self.bloom |= 1 << (h % 64);
+        self.bloom |= bloom_bit(h);
         self.count = n as u32 + 1;
+    }
+
+    /// Whether some key may hash to `h` (false: none does).
+    #[inline(always)]
+    pub fn may_be_key(&self, h: u32) -> bool {
+        self.bloom & bloom_bit(h) != 0
     }
 
     /// Shapes of the key that hashes to `h` with length `len`.
     #[inline(always)]
     pub fn lookup(&self, h: u32, len: u32) -> u32 {
-        if self.bloom & (1 << (h % 64)) == 0 {
+        if !self.may_be_key(h) {
             return 0;
         }
         let mut m = 0;
@@ -1094,9 +1106,7 @@ impl Scanner {
                     if b == b'"' {
                         // A string no key can be closes here, as in
                         // `body_byte`; `step` looks the others up.
-                        if fresh(&self.flags) & F_ESCAPED_KEY != 0
-                            || table.bloom & (1 << (h % 64)) != 0
-                        {
+                        if fresh(&self.flags) & F_ESCAPED_KEY != 0 || table.may_be_key(h) {
                             break;
                         }
                         self.key_shapes = 0;

@@ -196,8 +196,8 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
     }
     if c.senders != 0
         && c.guarded == guarded as u32
-        && same_words(&c.rules, &rules)
-        && same_words(&c.agg, &s.info.agg)
+        && crate::mem::same_words(&c.rules, &rules)
+        && crate::mem::same_words(&c.agg, &s.info.agg)
     {
         // The last sender again, under the same policy: its shapes are in
         // the mask already, and the labels are its own.
@@ -221,24 +221,6 @@ pub fn on_send(ctx: &SkMsgContext, s: &Sender) -> bool {
     c.endpoint = s.info.verdict.endpoint;
     crate::mem::current_comm(&mut c.comm);
     false
-}
-
-/// `a == b` for plain structs of whole 8-byte words (a derived `==` on byte
-/// arrays can become a `bcmp` call, which eBPF does not have).
-#[inline(always)]
-fn same_words<T>(a: &T, b: &T) -> bool {
-    const {
-        assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8);
-    }
-    let (a, b) = (a as *const T as *const u64, b as *const T as *const u64);
-    let mut i = 0;
-    while i < size_of::<T>() / 8 {
-        if unsafe { *a.add(i) != *b.add(i) } {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 #[inline(never)]

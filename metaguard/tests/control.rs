@@ -229,8 +229,9 @@ fn events_follow_the_live_stream_until_the_daemon_stops() {
     assert_eq!(ev["type"], "decision");
     assert_eq!(ev["action"], "deny");
     assert_eq!(ev["comm"], "probe-copy");
-    // The same line the daemon wrote on its stdout.
-    assert!(env.events.lock().unwrap().contains(&ev), "{ev}");
+    // The same line the daemon wrote on its stdout (which the harness reads
+    // on a thread of its own: it may get there after the client's copy).
+    assert!(env.wait_event(|e| e == &ev).is_some(), "{ev}");
 
     let t = deny_until(&env, &text, |l| l.contains("DENY"));
     let dest = format!("{}:80", addrs::IMDS_V4);
